@@ -1,0 +1,43 @@
+# The one entry point: make install | test | lint | demo | chaos | bench
+# Every target bootstraps what it needs, so each works alone on a fresh clone.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TOOLS := .tools
+ANVIL_VERSION := 1.7.1
+SOLC_VERSION := 0.8.37
+PYTEST_ARGS ?=
+DEMO_ARGS ?=
+
+.PHONY: install test lint demo chaos bench clean
+
+install: $(VENV)/.installed $(TOOLS)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+# anvil (EVM node) and solc-js (Solidity compiler) from npm, into the ignored .tools/ folder.
+$(TOOLS)/.installed:
+	mkdir -p $(TOOLS)
+	npm install --prefix $(TOOLS) --no-audit --no-fund --loglevel=error \
+		@foundry-rs/anvil@$(ANVIL_VERSION) solc@$(SOLC_VERSION)
+	$(TOOLS)/node_modules/.bin/anvil --version > /dev/null
+	touch $@
+
+test: install
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy verifier
+
+demo: install
+	$(BIN)/python scripts/demo.py $(DEMO_ARGS)
+
+clean:
+	rm -rf $(VENV) $(TOOLS) var .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,60 @@
+"""Canonical forms of addresses and transaction ids, and their validation.
+
+EVM: lowercase 0x-hex (a mixed-case address must carry a valid EIP-55 checksum). Solana: base58,
+compared exactly (it is case-sensitive), decoding to 32 bytes (keys) or 64 bytes (signatures).
+"""
+
+from __future__ import annotations
+
+import re
+
+from eth_utils import is_checksum_address, to_checksum_address
+from solders.pubkey import Pubkey
+from solders.signature import Signature
+
+_EVM_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+_EVM_TX = re.compile(r"^0x[0-9a-fA-F]{64}$")
+_BASE58 = re.compile(r"^[1-9A-HJ-NP-Za-km-z]+$")
+
+
+def canonical_evm_address(text: str) -> str:
+    if not isinstance(text, str) or not _EVM_ADDRESS.match(text):
+        raise ValueError(f"{text!r} is not an EVM address (0x and 40 hex digits)")
+    body = text[2:]
+    if body != body.lower() and body != body.upper() and not is_checksum_address(text):
+        raise ValueError(f"{text!r} has an invalid EIP-55 checksum")
+    return text.lower()
+
+
+def display_evm_address(address: str) -> str:
+    return to_checksum_address(address)
+
+
+def canonical_solana_address(text: str) -> str:
+    if not isinstance(text, str) or not 32 <= len(text) <= 44 or not _BASE58.match(text):
+        raise ValueError(f"{text!r} is not a Solana address (base58, 32 bytes)")
+    try:
+        key = Pubkey.from_string(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a Solana address (base58, 32 bytes)") from None
+    if str(key) != text:
+        raise ValueError(f"{text!r} is not in canonical base58 form")
+    return text
+
+
+def canonical_evm_tx_hash(text: str) -> str:
+    if not isinstance(text, str) or not _EVM_TX.match(text):
+        raise ValueError("malformed_tx_hash")
+    return text.lower()
+
+
+def canonical_solana_signature(text: str) -> str:
+    if not isinstance(text, str) or not 64 <= len(text) <= 88 or not _BASE58.match(text):
+        raise ValueError("malformed_tx_hash")
+    try:
+        sig = Signature.from_string(text)
+    except ValueError:
+        raise ValueError("malformed_tx_hash") from None
+    if str(sig) != text:
+        raise ValueError("malformed_tx_hash")
+    return text

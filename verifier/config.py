@@ -1,0 +1,292 @@
+"""Configuration: read once at start from the environment (and optionally a TOML file).
+
+Every setting has the ``X402_`` prefix except ``DATABASE_URL``. A bad value raises ConfigError
+with one line naming the variable; nothing else in the program reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Literal
+
+from verifier.addresses import canonical_evm_address, canonical_solana_address
+from verifier.errors import ConfigError
+
+USDC_DECIMALS = 6
+BASE_UNITS = 10**USDC_DECIMALS
+
+Finality = Literal["depth", "safe", "finalized"]
+ChainKind = Literal["evm", "solana"]
+
+
+@dataclass(frozen=True)
+class ChainDefaults:
+    kind: ChainKind
+    usdc: str
+    chain_id: int | None
+    confirmations: int
+
+
+CHAIN_DEFAULTS: dict[str, ChainDefaults] = {
+    "base": ChainDefaults("evm", "0x833589fcd6edb6e08f4c7c32d4f71b54bda02913", 8453, 10),
+    "ethereum": ChainDefaults("evm", "0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48", 1, 12),
+    "solana": ChainDefaults("solana", "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v", None, 0),
+}
+SUPPORTED_CHAINS = tuple(CHAIN_DEFAULTS)
+
+
+@dataclass(frozen=True)
+class ChainConfig:
+    name: str
+    kind: ChainKind
+    rpc_urls: tuple[str, ...]
+    payment_addresses: tuple[str, ...]
+    usdc: str
+    chain_id: int | None
+    confirmations: int
+    finality: Finality
+    start_block: int | None
+    token_accounts: tuple[str, ...] = ()
+    reorg_window: int = 64
+    max_lag_blocks: int = 50
+    rpc_concurrency: int = 8
+    rpc_timeout: float = 10.0
+    max_log_range: int = 2000
+
+
+@dataclass(frozen=True)
+class Config:
+    database_url: str | None
+    chains: dict[str, ChainConfig]
+    price_per_request: int = 1_000
+    min_payment: int = 100_000
+    access_ttl: timedelta = timedelta(hours=24)
+    claim_proof: Literal["signature", "none"] = "signature"
+    claim_ttl: timedelta = timedelta(minutes=30)
+    poll_interval: float = 2.0
+    workers: int = 4
+    metrics_addr: tuple[str, int] | None = ("127.0.0.1", 9402)
+    cleanup_cron: str = "0 * * * *"
+    analytics_cron: str = "5 * * * *"
+    analytics_backfill_hours: int = 168
+    usage_retention_days: int = 90
+    embedded_dir: Path = field(default_factory=lambda: Path("var"))
+    log_format: Literal["auto", "json", "console"] = "auto"
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    database_url: str | None
+    embedded_dir: Path
+
+
+def load_database(env: Mapping[str, str]) -> DatabaseConfig:
+    """Only what commands that touch nothing but the database need (migrate, jobs)."""
+    values = dict(_file_values(env))
+    values.update(env)
+    r = _Reader(values)
+    return DatabaseConfig(r.get("DATABASE_URL") or None, Path(r.get("X402_EMBEDDED_DIR") or "var"))
+
+
+def load(env: Mapping[str, str]) -> Config:
+    """Parses and validates the whole configuration."""
+    values = dict(_file_values(env))
+    values.update(env)
+    r = _Reader(values)
+    chain_names = r.list("X402_CHAINS", default="base")
+    for name in chain_names:
+        if name not in CHAIN_DEFAULTS:
+            raise ConfigError(
+                f"X402_CHAINS: unknown chain {name!r} (supported: {', '.join(SUPPORTED_CHAINS)})"
+            )
+    if len(set(chain_names)) != len(chain_names):
+        raise ConfigError("X402_CHAINS: a chain is listed twice")
+    chains = {name: _chain(r, name) for name in chain_names}
+    price = r.usdc("X402_PRICE_PER_REQUEST_USDC", "0.001")
+    if price <= 0:
+        raise ConfigError("X402_PRICE_PER_REQUEST_USDC: must be more than 0")
+    return Config(
+        database_url=r.get("DATABASE_URL") or None,
+        chains=chains,
+        price_per_request=price,
+        min_payment=r.usdc("X402_MIN_PAYMENT_USDC", "0.10"),
+        access_ttl=timedelta(hours=r.number("X402_ACCESS_TTL_HOURS", "24", minimum=0.001)),
+        claim_proof=r.choice("X402_CLAIM_PROOF", ("signature", "none"), "signature"),  # type: ignore[arg-type]
+        claim_ttl=timedelta(seconds=r.number("X402_CLAIM_TTL_SECONDS", "1800", minimum=1)),
+        poll_interval=r.number("X402_POLL_INTERVAL", "2", minimum=0.01),
+        workers=r.integer("X402_WORKERS", "4", minimum=1, maximum=256),
+        metrics_addr=_metrics_addr(r),
+        cleanup_cron=r.cron("X402_CLEANUP_CRON", "0 * * * *"),
+        analytics_cron=r.cron("X402_ANALYTICS_CRON", "5 * * * *"),
+        analytics_backfill_hours=r.integer("X402_ANALYTICS_BACKFILL_HOURS", "168", minimum=0),
+        usage_retention_days=r.integer("X402_USAGE_RETENTION_DAYS", "90", minimum=1),
+        embedded_dir=Path(r.get("X402_EMBEDDED_DIR") or "var"),
+        log_format=r.choice("X402_LOG_FORMAT", ("auto", "json", "console"), "auto"),  # type: ignore[arg-type]
+    )
+
+
+def _chain(r: _Reader, name: str) -> ChainConfig:
+    d = CHAIN_DEFAULTS[name]
+    p = f"X402_{name.upper()}_"
+    urls = tuple(r.list(p + "RPC_URLS"))
+    if not urls:
+        raise ConfigError(f"{p}RPC_URLS: required for chain {name} (comma-separated URLs)")
+    for url in urls:
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"{p}RPC_URLS: {url!r} is not an http(s) URL")
+    canon = canonical_evm_address if d.kind == "evm" else canonical_solana_address
+    payees = tuple(r.convert(p + "PAYMENT_ADDRESS", a, canon) for a in r.list(p + "PAYMENT_ADDRESS"))
+    if not payees:
+        raise ConfigError(f"{p}PAYMENT_ADDRESS: required for chain {name}")
+    usdc_key = p + ("USDC_ADDRESS" if d.kind == "evm" else "USDC_MINT")
+    usdc = r.convert(usdc_key, r.get(usdc_key) or d.usdc, canon)
+    chain_id = r.integer(p + "CHAIN_ID", str(d.chain_id), minimum=1) if d.kind == "evm" else None
+    finality = r.choice(p + "FINALITY", ("depth", "safe", "finalized"),
+                        "depth" if d.kind == "evm" else "finalized")
+    if d.kind == "solana" and finality != "finalized":
+        raise ConfigError(f"{p}FINALITY: Solana payments are verified at 'finalized' only")
+    start = r.get(p + "START_BLOCK")
+    accounts = tuple(r.convert(p + "TOKEN_ACCOUNTS", a, canonical_solana_address)
+                     for a in r.list(p + "TOKEN_ACCOUNTS")) if d.kind == "solana" else ()
+    return ChainConfig(
+        name=name,
+        kind=d.kind,
+        rpc_urls=urls,
+        payment_addresses=payees,
+        usdc=usdc,
+        chain_id=chain_id,
+        confirmations=r.integer(p + "CONFIRMATIONS", str(d.confirmations), minimum=0),
+        finality=finality,  # type: ignore[arg-type]
+        start_block=r.integer(p + "START_BLOCK", start, minimum=0) if start else None,
+        token_accounts=accounts,
+        reorg_window=r.integer(p + "REORG_WINDOW", "64", minimum=1),
+        max_lag_blocks=r.integer(p + "MAX_LAG_BLOCKS", "50", minimum=1),
+        rpc_concurrency=r.integer(p + "RPC_CONCURRENCY", "8", minimum=1, maximum=1024),
+        rpc_timeout=r.number(p + "RPC_TIMEOUT", "10", minimum=0.1),
+        max_log_range=r.integer(p + "MAX_LOG_RANGE", "2000", minimum=1),
+    )
+
+
+def _metrics_addr(r: _Reader) -> tuple[str, int] | None:
+    raw = r.get("X402_METRICS_ADDR") or "127.0.0.1:9402"
+    if raw.lower() in ("off", "none", ""):
+        return None
+    host, sep, port = raw.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"X402_METRICS_ADDR: {raw!r} is not host:port (or 'off')")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _file_values(env: Mapping[str, str]) -> dict[str, str]:
+    path = env.get("X402_CONFIG_FILE")
+    if not path:
+        return {}
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"X402_CONFIG_FILE: cannot read {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"X402_CONFIG_FILE: {path} is not valid TOML: {exc}") from exc
+    out: dict[str, str] = {}
+    for key, value in data.items():
+        if isinstance(value, list):
+            value = ",".join(str(v) for v in value)
+        out[key.upper()] = str(value)
+    return out
+
+
+class _Reader:
+    def __init__(self, values: Mapping[str, str]):
+        self._values = values
+
+    def get(self, key: str) -> str:
+        return self._values.get(key, "").strip()
+
+    def list(self, key: str, default: str = "") -> list[str]:
+        raw = self.get(key) or default
+        return [part.strip() for part in raw.split(",") if part.strip()]
+
+    def convert(self, key: str, raw: str, fn):  # type: ignore[no-untyped-def]
+        try:
+            return fn(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{key}: {exc}") from exc
+
+    def integer(self, key: str, default: str | None, *, minimum: int | None = None,
+                maximum: int | None = None) -> int:
+        raw = self.get(key) or (default or "")
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{key}: {raw!r} is not a whole number") from None
+        if minimum is not None and value < minimum:
+            raise ConfigError(f"{key}: {value} is below the minimum {minimum}")
+        if maximum is not None and value > maximum:
+            raise ConfigError(f"{key}: {value} is above the maximum {maximum}")
+        return value
+
+    def number(self, key: str, default: str, *, minimum: float) -> float:
+        raw = self.get(key) or default
+        try:
+            value = float(Decimal(raw))
+        except InvalidOperation:
+            raise ConfigError(f"{key}: {raw!r} is not a number") from None
+        if not value >= minimum:
+            raise ConfigError(f"{key}: {raw} is below the minimum {minimum}")
+        return value
+
+    def usdc(self, key: str, default: str) -> int:
+        raw = self.get(key) or default
+        try:
+            return usdc_to_base_units(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{key}: {exc}") from None
+
+    def choice(self, key: str, allowed: tuple[str, ...], default: str) -> str:
+        raw = (self.get(key) or default).lower()
+        if raw not in allowed:
+            raise ConfigError(f"{key}: {raw!r} is not one of {', '.join(allowed)}")
+        return raw
+
+    def cron(self, key: str, default: str) -> str:
+        raw = self.get(key) or default
+        if len(raw.split()) != 5:
+            raise ConfigError(f"{key}: {raw!r} is not a 5-field cron expression")
+        return raw
+
+
+def usdc_to_base_units(text: str) -> int:
+    """'0.001' -> 1000. Exact: refuses more than 6 decimals, negatives and non-numbers."""
+    try:
+        amount = Decimal(text.strip())
+    except InvalidOperation:
+        raise ValueError(f"{text!r} is not a USDC amount") from None
+    if not amount.is_finite() or amount < 0:
+        raise ValueError(f"{text!r} is not a non-negative USDC amount")
+    return usdc_decimal_to_base_units(amount)
+
+
+def base_units_to_usdc(units: int) -> Decimal:
+    """Exact decimal USDC for a NUMERIC column: 1000 -> Decimal('0.001000'), at any size."""
+    return Decimal(f"{units}E-{USDC_DECIMALS}")
+
+
+def usdc_decimal_to_base_units(amount: Decimal) -> int:
+    """The inverse, exact at any size: Decimal('1.5') -> 1500000."""
+    sign, digits, exponent = amount.as_tuple()
+    if not isinstance(exponent, int):
+        raise ValueError(f"{amount} is not a finite amount")
+    value = int("".join(map(str, digits)) or "0")
+    shift = exponent + USDC_DECIMALS
+    if shift >= 0:
+        value *= 10**shift
+    else:
+        value, rest = divmod(value, 10**-shift)
+        if rest:
+            raise ValueError(f"{amount} has more than {USDC_DECIMALS} decimals")
+    return -value if sign else value

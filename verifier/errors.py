@@ -1,0 +1,57 @@
+"""One root for every error the verifier raises on purpose.
+
+Where an error arrives (an RPC answer, a psycopg exception, a bad setting) it is turned into one
+of these once, so the code above can tell "retry it" from "it is final" without guessing.
+"""
+
+
+class VerifierError(Exception):
+    """Root of the verifier's own errors."""
+
+
+class ConfigError(VerifierError):
+    """A setting is missing or invalid. The message names the variable."""
+
+
+class MigrationError(VerifierError):
+    """The migrations cannot be applied as they stand."""
+
+
+class DatabaseError(VerifierError):
+    """PostgreSQL refused or failed an operation."""
+
+
+class RpcError(VerifierError):
+    """A chain RPC call failed. Never means "not paid"."""
+
+    retriable = False
+
+    def __init__(self, message: str, *, endpoint: str | None = None, code: int | None = None):
+        super().__init__(message)
+        self.endpoint = endpoint
+        self.code = code
+
+
+class RetriableRpcError(RpcError):
+    """A fault that may pass: time-out, connection error, 429, 5xx, node behind."""
+
+    retriable = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        endpoint: str | None = None,
+        code: int | None = None,
+        retry_after: float | None = None,
+    ):
+        super().__init__(message, endpoint=endpoint, code=code)
+        self.retry_after = retry_after
+
+
+class RangeTooLargeError(RpcError):
+    """The provider refused an eth_getLogs range or result size; a smaller range will do."""
+
+
+class FinalRpcError(RpcError):
+    """The node answered with an error that retrying will not change."""
