@@ -3,22 +3,149 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 from verifier import config as config_mod
-from verifier import db, migrate
+from verifier import db, logs, migrate, rules
 from verifier.errors import ConfigError, VerifierError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 
-def _cmd_migrate(args: argparse.Namespace) -> int:
+def _database_url() -> str:
     settings = config_mod.load_database(os.environ)
-    url = db.resolve_url(settings.database_url, settings.embedded_dir)
-    migrate.run(url, dry_run=args.dry_run)
+    return db.resolve_url(settings.database_url, settings.embedded_dir)
+
+
+def _config() -> config_mod.Config:
+    cfg = config_mod.load(os.environ)
+    logs.configure(cfg.log_format)
+    return cfg
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    migrate.run(_database_url(), dry_run=args.dry_run)
     return EXIT_OK
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    cfg = _config()
+    url = db.resolve_url(cfg.database_url, cfg.embedded_dir)
+    return asyncio.run(_run(cfg, url))
+
+
+async def _run(cfg: config_mod.Config, url: str) -> int:
+    from verifier.daemon import Daemon
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    daemon = Daemon(cfg, url)
+    try:
+        await daemon.start()
+        await daemon.run(stop)
+    finally:
+        await daemon.close()
+    return EXIT_OK
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    cfg = _config()
+    chain_cfg = _chain(cfg, args.chain)
+    return asyncio.run(_verify(cfg, chain_cfg, args.tx))
+
+
+async def _verify(cfg: config_mod.Config, chain_cfg: config_mod.ChainConfig, tx: str) -> int:
+    from verifier.chains import open_adapter
+    from verifier.daemon import policy_of
+
+    tx_hash = _canonical_tx(chain_cfg.name, tx)
+    if tx_hash is None:
+        _print({"chain": chain_cfg.name, "tx_hash": tx, "verdict": "rejected",
+                "reason": "malformed_tx_hash"})
+        return EXIT_FAILURE
+    adapter = await open_adapter(chain_cfg)
+    try:
+        lookup = await adapter.lookup(tx_hash)
+    finally:
+        await adapter.close()
+    if lookup.payment is None or lookup.view is None:
+        _print({"chain": chain_cfg.name, "tx_hash": tx_hash, "verdict": "rejected",
+                "reason": lookup.reason})
+        return EXIT_FAILURE
+    p = lookup.payment
+    verdict = rules.judge(p, lookup.view, policy_of(cfg))
+    _print({
+        "chain": p.chain, "tx_hash": p.tx_hash, "verdict": verdict.status,
+        "reason": "underpaid" if verdict.status == "underpaid" else
+                  "unconfirmed" if verdict.status == "pending" else None,
+        "amount_usdc": str(config_mod.base_units_to_usdc(p.amount)),
+        "amount_base_units": str(p.amount),
+        "from_address": p.from_address, "to_address": p.to_address,
+        "block_number": p.block_number, "block_hash": p.block_hash,
+        "confirmations": verdict.confirmations,
+        "requests_allocated": verdict.requests_allocated,
+    })
+    return EXIT_OK if verdict.status == "verified" else EXIT_FAILURE
+
+
+def _cmd_claim(args: argparse.Namespace) -> int:
+    import psycopg
+
+    from verifier import api
+
+    url = _database_url()
+    token, token_hash = api.new_token()
+    with psycopg.connect(url, autocommit=True) as conn:
+        claim = api.submit_claim(conn, args.chain, args.tx, token_hash, args.proof)
+        if claim.claim_id is not None and claim.status == "waiting":
+            claim = api.wait_for_claim(conn, claim.claim_id, timeout=args.wait)
+    out: dict[str, Any] = {"claim_id": claim.claim_id, "status": claim.status,
+                           "reason": claim.reason}
+    if claim.status == "issued":
+        out["token"] = token  # shown this once; only its SHA-256 is stored
+    _print(out)
+    return EXIT_OK if claim.status == "issued" else EXIT_FAILURE
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from verifier import status
+
+    return status.show(_database_url(), as_json=args.json)
+
+
+def _chain(cfg: config_mod.Config, name: str) -> config_mod.ChainConfig:
+    if name not in cfg.chains:
+        raise ConfigError(f"--chain: {name!r} is not configured (X402_CHAINS={','.join(cfg.chains)})")
+    return cfg.chains[name]
+
+
+def _canonical_tx(chain: str, tx: str) -> str | None:
+    from verifier.addresses import canonical_evm_tx_hash, canonical_solana_signature
+
+    check = canonical_solana_signature if chain == "solana" else canonical_evm_tx_hash
+    try:
+        return check(tx)
+    except ValueError:
+        return None
+
+
+def _print(obj: dict[str, Any]) -> None:
+    print(json.dumps(obj, default=_json_default, indent=2))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    return str(value)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,16 +154,31 @@ def build_parser() -> argparse.ArgumentParser:
         description="Verifies USDC payments for pay-per-request APIs and records them in PostgreSQL.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("run", help="run the daemon (watchers, claim workers, scheduled jobs)")
+    p.set_defaults(func=_cmd_run)
     p = sub.add_parser("migrate", help="apply pending database migrations")
     p.add_argument("--dry-run", action="store_true", help="list what would be applied")
     p.set_defaults(func=_cmd_migrate)
+    p = sub.add_parser("verify", help="look one transaction up on chain and print its verdict")
+    p.add_argument("--chain", required=True, choices=config_mod.SUPPORTED_CHAINS)
+    p.add_argument("--tx", required=True, help="transaction hash (EVM) or signature (Solana)")
+    p.set_defaults(func=_cmd_verify)
+    p = sub.add_parser("claim", help="claim a payment: make a token, submit, wait, print it once")
+    p.add_argument("--chain", required=True)
+    p.add_argument("--tx", required=True)
+    p.add_argument("--proof", help="the payer's signature over the claim message")
+    p.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the verdict")
+    p.set_defaults(func=_cmd_claim)
+    p = sub.add_parser("status", help="cursors, lag, pending payments and waiting claims")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_status)
     for register in EXTRA_COMMANDS:
         register(sub)
     return parser
 
 
-# Other modules add their sub-commands here (name -> registration function).
-EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
+# Other modules add their sub-commands here.
+EXTRA_COMMANDS: list[Callable[[Any], None]] = []
 
 
 def main(argv: Sequence[str] | None = None) -> int:

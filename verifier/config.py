@@ -68,6 +68,7 @@ class Config:
     access_ttl: timedelta = timedelta(hours=24)
     claim_proof: Literal["signature", "none"] = "signature"
     claim_ttl: timedelta = timedelta(minutes=30)
+    claim_not_found_grace: timedelta = timedelta(seconds=60)
     poll_interval: float = 2.0
     workers: int = 4
     metrics_addr: tuple[str, int] | None = ("127.0.0.1", 9402)
@@ -118,6 +119,8 @@ def load(env: Mapping[str, str]) -> Config:
         access_ttl=timedelta(hours=r.number("X402_ACCESS_TTL_HOURS", "24", minimum=0.001)),
         claim_proof=r.choice("X402_CLAIM_PROOF", ("signature", "none"), "signature"),  # type: ignore[arg-type]
         claim_ttl=timedelta(seconds=r.number("X402_CLAIM_TTL_SECONDS", "1800", minimum=1)),
+        claim_not_found_grace=timedelta(
+            seconds=r.number("X402_CLAIM_NOT_FOUND_GRACE_SECONDS", "60", minimum=0)),
         poll_interval=r.number("X402_POLL_INTERVAL", "2", minimum=0.01),
         workers=r.integer("X402_WORKERS", "4", minimum=1, maximum=256),
         metrics_addr=_metrics_addr(r),

@@ -1,0 +1,24 @@
+"""Chain adapters, one per supported chain kind."""
+
+from __future__ import annotations
+
+from verifier.chains.base import ChainAdapter
+from verifier.config import ChainConfig
+from verifier.rpc.failover import Observer
+
+
+async def open_adapter(cfg: ChainConfig, observe: Observer | None = None) -> ChainAdapter:
+    """Builds the adapter for a configured chain, with its RPC clients opened."""
+    if cfg.kind == "evm":
+        from verifier.chains.evm import EvmAdapter
+        from verifier.rpc.evm import EvmRpc
+
+        rpc = EvmRpc(cfg.name, cfg.rpc_urls, concurrency=cfg.rpc_concurrency,
+                     timeout=cfg.rpc_timeout, observe=observe)
+        await rpc.open()
+        return EvmAdapter(cfg, rpc)
+    from verifier.chains.solana import SolanaAdapter  # type: ignore[import-not-found]
+
+    adapter = SolanaAdapter(cfg, observe=observe)
+    await adapter.open()
+    return adapter

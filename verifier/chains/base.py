@@ -1,0 +1,46 @@
+"""What every chain adapter offers the watcher and the claim workers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from verifier.models import ChainView, Cursor, Observed
+
+
+@dataclass
+class ScanResult:
+    """Payments found by one scan step, oldest first, and where the scan stopped.
+
+    The store writes ``payments`` and ``cursors`` in one transaction. ``blocks`` are
+    (number, hash) pairs worth remembering for reorg checks (EVM only)."""
+
+    payments: list[Observed]
+    cursors: list[Cursor]
+    blocks: list[tuple[int, str]] = field(default_factory=list)
+    done: bool = True  # False: more is waiting; scan again without sleeping
+
+
+class ChainAdapter(Protocol):
+    chain: str
+
+    async def startup_check(self) -> None:
+        """Raises ConfigError naming the endpoint when an RPC is on the wrong chain or the USDC
+        address/mint is not there."""
+
+    async def view(self) -> ChainView: ...
+
+    async def initial_cursors(self, start: int | None, view: ChainView) -> list[Cursor]:
+        """Cursors for a chain never scanned before."""
+
+    async def scan(self, cursors: Sequence[Cursor], view: ChainView) -> ScanResult: ...
+
+    async def block_hashes(self, numbers: Sequence[int]) -> dict[int, str | None]:
+        """Current canonical hashes for reorg checks; {} where the chain has no reorgs to check."""
+
+    async def lookup(self, tx_hash: str): ...  # -> verifier.models.Lookup
+
+    async def verify_proof(self, payer: str, message: bytes, proof: str) -> bool: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,103 @@
+"""The long-running daemon: watchers, claim workers and (later) the scheduler, on one loop.
+
+Stops cleanly on SIGTERM/SIGINT: loops finish the transaction in hand, locks are released and
+the process exits 0 within 10 seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import structlog
+from psycopg_pool import AsyncConnectionPool
+
+from verifier import rules
+from verifier.chains import open_adapter
+from verifier.chains.base import ChainAdapter
+from verifier.claims import ClaimProcessor, WorkerPool
+from verifier.config import Config
+from verifier.errors import DatabaseError
+from verifier.store import Store
+from verifier.watcher import Watcher
+
+log = structlog.get_logger("verifier.daemon")
+STOP_GRACE = 8.0
+
+
+def policy_of(config: Config) -> rules.Policy:
+    return rules.Policy(
+        price_per_request=config.price_per_request,
+        min_payment=config.min_payment,
+        claim_proof=config.claim_proof,
+        claim_ttl=config.claim_ttl,
+        not_found_grace=config.claim_not_found_grace,
+    )
+
+
+@dataclass
+class Daemon:
+    config: Config
+    conninfo: str
+    pool: AsyncConnectionPool | None = None
+    adapters: dict[str, ChainAdapter] = field(default_factory=dict)
+    watchers: list[Watcher] = field(default_factory=list)
+    store: Store | None = None
+    claims: ClaimProcessor | None = None
+
+    async def start(self) -> None:
+        """Opens the database and every chain, and checks them; raises when something is off."""
+        cfg = self.config
+        if cfg.claim_proof == "none":
+            log.warning("claim_proof_disabled",
+                        detail="X402_CLAIM_PROOF=none: whoever presents a tx hash first gets "
+                               "its credit")
+        self.pool = AsyncConnectionPool(
+            self.conninfo, min_size=1, max_size=cfg.workers + 2 * len(cfg.chains) + 4,
+            kwargs={"autocommit": True}, open=False,
+        )
+        try:
+            await self.pool.open(wait=True, timeout=30)
+        except Exception as exc:
+            raise DatabaseError(f"cannot connect to the database: {exc}") from exc
+        self.store = Store(self.pool, access_ttl=cfg.access_ttl)
+        for name, chain_cfg in cfg.chains.items():
+            adapter = await open_adapter(chain_cfg)
+            self.adapters[name] = adapter
+            await adapter.startup_check()
+            log.info("chain_ready", chain=name, endpoints=len(chain_cfg.rpc_urls))
+        policy = policy_of(cfg)
+        self.watchers = [
+            Watcher(self.adapters[name], self.store, chain_cfg, policy,
+                    lock_conninfo=self.conninfo, poll_interval=cfg.poll_interval)
+            for name, chain_cfg in cfg.chains.items()
+        ]
+        self.claims = ClaimProcessor(self.store, self.adapters, policy,
+                                     recheck=timedelta(seconds=max(cfg.poll_interval, 0.2)))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        assert self.claims is not None, "start() first"
+        workers = WorkerPool(self.claims, workers=self.config.workers, conninfo=self.conninfo,
+                             poll_interval=max(self.config.poll_interval, 0.2))
+        tasks = [asyncio.create_task(w.run(stop), name=f"watch-{w.chain}") for w in self.watchers]
+        tasks.append(asyncio.create_task(workers.run(stop), name="claims"))
+        log.info("daemon_running", chains=list(self.adapters), workers=self.config.workers)
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        stop.set()
+        done, pending = await asyncio.wait(tasks, timeout=STOP_GRACE)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for task in done:
+            if not task.cancelled() and task.exception():
+                log.error("task_failed", task=task.get_name(), error=str(task.exception()))
+
+    async def close(self) -> None:
+        for adapter in self.adapters.values():
+            with contextlib.suppress(Exception):
+                await adapter.close()
+        if self.pool is not None:
+            await self.pool.close()

@@ -1,0 +1,78 @@
+"""Plain facts passed between the layers: chain adapters produce them, rules judge them, the
+store writes them. Amounts are integers of USDC base units (6 decimals); times are aware UTC."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+PaymentStatus = Literal["pending", "verified", "used", "expired", "underpaid", "reorged"]
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """One USDC movement to a payee, as the chain recorded it."""
+
+    chain: str
+    tx_hash: str
+    index: int  # log index (EVM) or instruction position (Solana)
+    block_number: int  # block (EVM) or slot (Solana)
+    block_hash: str | None
+    from_address: str
+    to_address: str
+    amount: int
+    token: str
+
+
+@dataclass(frozen=True)
+class Observed:
+    """A payment: everything one transaction paid to one payee, in USDC base units."""
+
+    chain: str
+    tx_hash: str
+    block_number: int
+    block_hash: str | None
+    from_address: str
+    to_address: str
+    amount: int
+
+
+@dataclass(frozen=True)
+class ChainView:
+    """Where a chain stands now: its head, and the highest block/slot that counts as final."""
+
+    head: int
+    final: int
+    head_hash: str | None = None
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """How far a watcher has scanned. EVM: one per chain (account ''), position = block.
+    Solana: one per token account, position = slot, marker = the newest signature processed."""
+
+    chain: str
+    account: str
+    position: int
+    marker: str | None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the rules decided about an observed payment."""
+
+    status: PaymentStatus
+    confirmations: int
+    requests_allocated: int
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """The outcome of looking one transaction up on demand (for a claim).
+
+    Exactly one of payment / reason is set; reason is a stable code: not_found, failed_tx,
+    wrong_token, wrong_recipient. ``not_found`` may change later (the node may not have it yet)."""
+
+    payment: Observed | None
+    reason: str | None
+    view: ChainView | None = None

@@ -1,0 +1,135 @@
+"""Several RPC endpoints per chain: failover, retries and a concurrency limit per endpoint.
+
+Every call goes to the most preferred endpoint that is not cooling down after a failure, so
+traffic returns to the first URL once it recovers. Only retriable faults (as classified where
+they arrive, see verifier.errors) are retried, with exponential backoff and jitter through
+tenacity, honouring a Retry-After when the server sent one. Anything else is final at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import structlog
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+from tenacity.wait import wait_exponential_jitter
+
+from verifier.errors import RetriableRpcError, RpcError
+
+T = TypeVar("T")
+log = structlog.get_logger("verifier.rpc")
+
+
+@dataclass
+class Endpoint:
+    url: str
+    rank: int
+    limit: asyncio.Semaphore
+    failures: int = 0
+    cooling_until: float = 0.0
+    # Filled by the owner: per-endpoint client objects (a web3 instance, an HTTP session...).
+    client: object = None
+    stats: dict[str, int] = field(default_factory=lambda: {"requests": 0, "errors": 0})
+
+    def available(self, now: float) -> bool:
+        return now >= self.cooling_until
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 6
+    initial_wait: float = 0.05
+    max_wait: float = 4.0
+    cooldown: float = 5.0  # first cooldown of a failed endpoint; doubles per failure
+    max_cooldown: float = 60.0
+    max_retry_after: float = 30.0
+
+
+Observer = Callable[[Endpoint, str, float, BaseException | None], None]
+
+
+class EndpointPool:
+    """Runs an operation against the best endpoint, failing over and retrying."""
+
+    def __init__(
+        self,
+        chain: str,
+        urls: Sequence[str],
+        *,
+        concurrency: int,
+        policy: RetryPolicy | None = None,
+        observe: Observer | None = None,
+    ):
+        if not urls:
+            raise ValueError("at least one RPC URL is needed")
+        self.chain = chain
+        self.policy = policy or RetryPolicy()
+        self.endpoints = [
+            Endpoint(url, rank, asyncio.Semaphore(concurrency)) for rank, url in enumerate(urls)
+        ]
+        self._observe = observe
+
+    def choose(self) -> Endpoint:
+        now = time.monotonic()
+        for endpoint in self.endpoints:
+            if endpoint.available(now):
+                return endpoint
+        return min(self.endpoints, key=lambda e: e.cooling_until)
+
+    async def call(self, what: str, op: Callable[[Endpoint], Awaitable[T]]) -> T:
+        """Runs ``op`` on an endpoint; retriable faults fail over and retry, others raise."""
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(max(self.policy.attempts, len(self.endpoints) + 1)),
+            wait=self._wait,
+            retry=retry_if_exception(lambda e: isinstance(e, RpcError) and e.retriable),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self._once(what, op)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _once(self, what: str, op: Callable[[Endpoint], Awaitable[T]]) -> T:
+        endpoint = self.choose()
+        started = time.monotonic()
+        error: BaseException | None = None
+        try:
+            async with endpoint.limit:
+                endpoint.stats["requests"] += 1
+                result = await op(endpoint)
+        except RpcError as exc:
+            error = exc
+            exc.endpoint = exc.endpoint or endpoint.url
+            endpoint.stats["errors"] += 1
+            if exc.retriable:
+                self._cool(endpoint)
+                log.warning("rpc_retriable_error", chain=self.chain, endpoint=endpoint.url,
+                            call=what, error=str(exc))
+            raise
+        else:
+            endpoint.failures = 0
+            return result
+        finally:
+            if self._observe:
+                self._observe(endpoint, what, time.monotonic() - started, error)
+
+    def _cool(self, endpoint: Endpoint) -> None:
+        if len(self.endpoints) == 1:
+            return  # nowhere to fail over to: the backoff between attempts is enough
+        endpoint.failures += 1
+        pause = min(self.policy.cooldown * 2 ** (endpoint.failures - 1), self.policy.max_cooldown)
+        endpoint.cooling_until = time.monotonic() + pause
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, RetriableRpcError) and exc.retry_after is not None:
+            return min(max(exc.retry_after, 0.0), self.policy.max_retry_after)
+        if len(self.endpoints) > 1 and any(e.available(time.monotonic()) for e in self.endpoints):
+            return 0.0  # another endpoint is ready: fail over at once
+        backoff = wait_exponential_jitter(initial=self.policy.initial_wait,
+                                          max=self.policy.max_wait)
+        return float(backoff(state))
