@@ -1,0 +1,109 @@
+"""The pure decisions, from tables of cases."""
+
+from datetime import timedelta
+
+import pytest
+
+from verifier import rules
+from verifier.models import ChainView, Observed, Transfer
+
+USDC = "0x833589fcd6edb6e08f4c7c32d4f71b54bda02913"
+FAKE = "0x1111111111111111111111111111111111111111"
+PAYEE = "0x2222222222222222222222222222222222222222"
+OTHER = "0x3333333333333333333333333333333333333333"
+PAYER = "0x4444444444444444444444444444444444444444"
+POLICY = rules.Policy(price_per_request=1_000, min_payment=100_000)
+
+
+def transfer(tx="0xaa", index=0, to=PAYEE, amount=1_000_000, token=USDC, block=10, sender=PAYER):
+    return Transfer("base", tx, index, block, "0xbb", sender, to, amount, token)
+
+
+def observed(amount=1_000_000, block=10):
+    return Observed("base", "0xaa", block, "0xbb", PAYER, PAYEE, amount)
+
+
+def test_transfers_to_the_payee_in_one_tx_add_up():
+    [p] = rules.payments_from_transfers(
+        [transfer(index=3, amount=250_000), transfer(index=1, amount=750_000)], [PAYEE], USDC)
+    assert p.amount == 1_000_000
+    assert p.from_address == PAYER
+
+
+@pytest.mark.parametrize("t", [
+    transfer(to=OTHER),          # another recipient
+    transfer(token=FAKE),        # a look-alike token
+    transfer(amount=0),          # nothing moved
+])
+def test_transfers_that_pay_nothing(t):
+    assert rules.payments_from_transfers([t], [PAYEE], USDC) == []
+
+
+def test_only_the_usdc_part_of_a_mixed_tx_counts():
+    [p] = rules.payments_from_transfers(
+        [transfer(amount=500_000), transfer(index=1, amount=10**30, token=FAKE),
+         transfer(index=2, amount=7, to=OTHER)], [PAYEE], USDC)
+    assert p.amount == 500_000
+
+
+def test_payments_come_out_oldest_first_one_per_tx():
+    ps = rules.payments_from_transfers(
+        [transfer(tx="0x02", block=7), transfer(tx="0x01", block=9), transfer(tx="0x02", index=5,
+                                                                            block=7)],
+        [PAYEE], USDC)
+    assert [(p.tx_hash, p.amount) for p in ps] == [("0x02", 2_000_000), ("0x01", 1_000_000)]
+
+
+@pytest.mark.parametrize("amount,head,final,status,confs,requests", [
+    (1_000_000, 10, 9, "pending", 1, 1_000),      # not final yet
+    (1_000_000, 19, 10, "verified", 10, 1_000),   # final
+    (99_999, 19, 10, "underpaid", 10, 0),         # below the minimum buys nothing
+    (100_000, 19, 10, "verified", 10, 100),       # exactly the minimum
+    (100_999, 19, 10, "verified", 10, 100),       # floor, never rounded up
+])
+def test_judge(amount, head, final, status, confs, requests):
+    v = rules.judge(observed(amount), ChainView(head, final), POLICY)
+    assert (v.status, v.confirmations, v.requests_allocated) == (status, confs, requests)
+
+
+def test_final_block_counts_the_including_block_as_one_confirmation():
+    assert rules.final_block(100, 10) == 91
+    assert rules.final_block(100, 0) == 100
+    assert rules.final_block(100, 1) == 100
+
+
+def test_claim_message_format():
+    assert rules.claim_message("base", "0xab", "cd") == "x402-claim:v1:base:0xab:cd"
+
+
+def facts(**kw):
+    base = dict(age=timedelta(seconds=1), payment_status="verified", proof_valid=True)
+    base.update(kw)
+    return rules.ClaimFacts(**base)
+
+
+@pytest.mark.parametrize("f,action,reason", [
+    (facts(), "issue", None),
+    (facts(proof_valid=False), "reject", "bad_proof"),
+    (facts(proof_valid=None), "reject", "bad_proof"),
+    (facts(already_claimed=True), "reject", "already_claimed"),
+    (facts(payment_status="used"), "reject", "already_claimed"),
+    (facts(payment_status="underpaid"), "reject", "underpaid"),
+    (facts(payment_status="reorged"), "reject", "reorged"),
+    (facts(payment_status="expired"), "reject", "expired"),
+    (facts(payment_status="pending"), "wait", "unconfirmed"),
+    (facts(payment_status="pending", age=timedelta(hours=1)), "expire", "unconfirmed"),
+    (facts(payment_status=None, lookup_reason="not_found"), "wait", "not_found"),
+    (facts(payment_status=None, lookup_reason="not_found", age=timedelta(minutes=5)),
+     "reject", "not_found"),
+    (facts(payment_status=None, lookup_reason="failed_tx"), "reject", "failed_tx"),
+    (facts(payment_status=None, lookup_reason="wrong_token"), "reject", "wrong_token"),
+])
+def test_judge_claim(f, action, reason):
+    d = rules.judge_claim(f, POLICY)
+    assert (d.action, d.reason) == (action, reason)
+
+
+def test_without_proofs_the_first_claim_wins():
+    policy = rules.Policy(1_000, 100_000, claim_proof="none")
+    assert rules.judge_claim(facts(proof_valid=None), policy).action == "issue"
