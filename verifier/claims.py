@@ -149,6 +149,10 @@ class WorkerPool:
             except DatabaseError as exc:
                 log.warning("claim_worker_db_error", error=str(exc))
                 busy = False
+            except Exception:
+                # A bug must not take the worker down with it: log it whole and go on.
+                log.exception("claim_worker_failed")
+                busy = False
             if busy:
                 continue
             self.wake.clear()
