@@ -14,12 +14,13 @@ from datetime import timedelta
 import structlog
 from psycopg_pool import AsyncConnectionPool
 
-from verifier import rules
+from verifier import migrate, rules
 from verifier.chains import open_adapter
 from verifier.chains.base import ChainAdapter
 from verifier.claims import ClaimProcessor, WorkerPool
 from verifier.config import Config
-from verifier.errors import DatabaseError
+from verifier.errors import DatabaseError, MigrationError
+from verifier.sqlfiles import queries
 from verifier.store import Store
 from verifier.watcher import Watcher
 
@@ -62,6 +63,7 @@ class Daemon:
             await self.pool.open(wait=True, timeout=30)
         except Exception as exc:
             raise DatabaseError(f"cannot connect to the database: {exc}") from exc
+        await self._check_migrations()
         self.store = Store(self.pool, access_ttl=cfg.access_ttl)
         for name, chain_cfg in cfg.chains.items():
             adapter = await open_adapter(chain_cfg)
@@ -76,6 +78,23 @@ class Daemon:
         ]
         self.claims = ClaimProcessor(self.store, self.adapters, policy,
                                      recheck=timedelta(seconds=max(cfg.poll_interval, 0.2)))
+
+    async def _check_migrations(self) -> None:
+        """Refuses to run against a schema older (or other) than this version's migrations."""
+        assert self.pool is not None
+        q = queries("migrations.sql")
+        async with self.pool.connection() as conn:
+            present = await (await conn.execute(q["ledger_exists"])).fetchone()
+            applied = dict(await (await conn.execute(q["applied"])).fetchall()) \
+                if present and present[0] else {}
+        try:
+            todo = migrate.pending(migrate.discover(), applied)
+        except MigrationError as exc:
+            raise DatabaseError(str(exc)) from exc
+        if todo:
+            names = ", ".join(m.filename for m in todo)
+            raise DatabaseError(f"the database is not migrated (pending: {names}); "
+                                "run `x402-verifier migrate` first")
 
     async def run(self, stop: asyncio.Event) -> None:
         assert self.claims is not None, "start() first"
