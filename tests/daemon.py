@@ -34,16 +34,16 @@ async def running_daemon(env: dict[str, str], database_url: str) -> AsyncIterato
         await daemon.close()
 
 
-async def eventually(probe: Callable[[], T | None], timeout: float = 20.0,
+async def eventually(probe: Callable[[], T | None], within: float = 20.0,
                      every: float = 0.1) -> T:
     """Polls `probe` (run in a thread: it may block) until it returns something truthy."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while True:
         value = await asyncio.to_thread(probe)
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"not reached within {timeout}s; last value {value!r}")
+            raise AssertionError(f"not reached within {within}s; last value {value!r}")
         await asyncio.sleep(every)
 
 
