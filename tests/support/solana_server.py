@@ -1,0 +1,462 @@
+"""A Solana JSON-RPC node for tests: real HTTP on 127.0.0.1, real execution in LiteSVM.
+
+Transactions sent through ``SolanaServer.send`` really execute (SPL Token, Associated Token
+Account, System and Address Lookup Table programs, as shipped inside ``solders.litesvm``); each
+lands in a slot of its own. LiteSVM keeps no history an RPC node could serve, so the server keeps
+a ledger (tests/support/solana_ledger.py) and answers, in the documented shapes: getHealth,
+getSlot, getVersion, getGenesisHash, getLatestBlockhash, getAccountInfo (base64 / jsonParsed),
+getSignaturesForAddress (newest first; before / until / limit exactly as documented) and
+getTransaction (json, jsonParsed, base64; -32015 for a versioned transaction asked for without
+maxSupportedTransactionVersion). Everything it has is finalized.
+
+Tests steer it with ``inject`` (documented errors for chosen calls: -32005, HTTP 429,
+-32007/-32009, a null result) and ``latency`` (seconds added to every HTTP request); ``calls``
+counts what was asked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import bisect
+import json
+import struct
+import threading
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from aiohttp import web
+from solders.address_lookup_table_account import ID as ALT_PROGRAM
+from solders.address_lookup_table_account import AddressLookupTableAccount
+from solders.hash import Hash
+from solders.instruction import Instruction
+from solders.keypair import Keypair
+from solders.litesvm import LiteSVM
+from solders.message import Message, MessageV0
+from solders.pubkey import Pubkey
+from solders.transaction import Transaction, VersionedTransaction
+
+from tests.support.solana_ledger import (
+    TOKEN_ACCOUNT_LEN,
+    TOKEN_PROGRAMS,
+    Inner,
+    Landed,
+    TokenBalance,
+    error_json,
+)
+
+LOOKUP_TABLE_META_SIZE = 56
+GENESIS_TIME = 1_700_000_000
+
+
+class Fault(Enum):
+    NODE_BEHIND = "node_behind"  # -32005
+    HTTP_429 = "http_429"  # HTTP 429 with rpcpool's body
+    SLOT_SKIPPED = "slot_skipped"  # -32007
+    LONG_TERM_SLOT_SKIPPED = "long_term_slot_skipped"  # -32009
+    NULL = "null"  # a null result: the node has not got it (yet)
+
+
+@dataclass
+class _Injected:
+    method: str
+    fault: Fault
+    times: int
+    when: Callable[[list[Any]], bool] | None
+    retry_after: float | None
+
+
+class RpcFailure(Exception):
+    def __init__(self, code: int, message: str, data: Any = None):
+        super().__init__(message)
+        self.code, self.message, self.data = code, message, data
+
+
+class TransactionRejected(Exception):
+    """LiteSVM refused a transaction before it could land (a real node would not record it)."""
+
+
+class SolanaServer:
+    def __init__(self, *, start_slot: int = 100):
+        self.svm = LiteSVM()
+        self.svm.warp_to_slot(start_slot)
+        self.slot = start_slot
+        self.genesis_hash = str(Hash.new_unique())
+        self.latency = 0.0
+        self.calls: Counter[str] = Counter()
+        self.ledger: list[Landed] = []
+        self._by_signature: dict[str, Landed] = {}
+        self._by_address: dict[str, list[Landed]] = {}
+        self._faults: list[_Injected] = []
+        self._lock = threading.RLock()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> SolanaServer:
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, args=(ready,), daemon=True,
+                                        name="solana-rpc")
+        self._thread.start()
+        if not ready.wait(10) or not self.url:
+            raise RuntimeError("the Solana test RPC server did not start")
+        return self
+
+    def stop(self) -> None:
+        if self._loop and self._runner:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread:
+            self._thread.join(10)
+        self._thread = self._loop = self._runner = None
+
+    def __enter__(self) -> SolanaServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _serve(self, ready: threading.Event) -> None:
+        loop = self._loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        app = web.Application(client_max_size=16 * 1024 * 1024)
+        app.router.add_post("/", self._http)
+        self._runner = web.AppRunner(app, access_log=None)
+        loop.run_until_complete(self._runner.setup())
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=1024)
+        loop.run_until_complete(site.start())
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+        ready.set()
+        loop.run_forever()
+        loop.close()
+
+    # --- steering ----------------------------------------------------------------------------
+
+    def inject(self, method: str, fault: Fault, *, times: int = 1,
+               when: Callable[[list[Any]], bool] | None = None,
+               retry_after: float | None = None) -> None:
+        """The next ``times`` calls of ``method`` (whose params satisfy ``when``) fail so."""
+        with self._lock:
+            self._faults.append(_Injected(method, fault, times, when, retry_after))
+
+    def faults_left(self) -> int:
+        with self._lock:
+            return sum(f.times for f in self._faults)
+
+    def reset_counts(self) -> None:
+        with self._lock:
+            self.calls.clear()
+
+    def _take_fault(self, method: str, params: list[Any]) -> _Injected | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.method == method and (fault.when is None or fault.when(params)):
+                    fault.times -= 1
+                    if fault.times <= 0:
+                        self._faults.remove(fault)
+                    return fault
+        return None
+
+    # --- transactions ------------------------------------------------------------------------
+
+    def send(self, signers: Sequence[Keypair], instructions: Sequence[Instruction], *,
+             lookup_tables: Sequence[AddressLookupTableAccount] = ()) -> str:
+        """Builds, signs and executes a transaction in a new slot; returns its signature.
+
+        The first signer pays the fee. With ``lookup_tables`` it is a v0 transaction. A
+        transaction that fails while executing lands with meta.err set, as with skipPreflight.
+        """
+        with self._lock:
+            self._next_slot()
+            blockhash = self.svm.latest_blockhash()
+            payer = signers[0].pubkey()
+            tx: Transaction | VersionedTransaction
+            if lookup_tables:
+                msg = MessageV0.try_compile(payer, list(instructions), list(lookup_tables),
+                                            blockhash)
+                tx = VersionedTransaction(msg, list(signers))
+            else:
+                legacy = Message.new_with_blockhash(list(instructions), payer, blockhash)
+                tx = Transaction(list(signers), legacy, blockhash)
+            return self._execute(tx).signature
+
+    def skip_slots(self, count: int) -> None:
+        """Slots that pass with no transaction (a leader skipped them)."""
+        with self._lock:
+            self.slot += count
+            self.svm.warp_to_slot(self.slot)
+
+    def _next_slot(self) -> None:
+        self.slot += 1
+        self.svm.warp_to_slot(self.slot)
+        self.svm.expire_blockhash()  # every slot has its own blockhash
+
+    def _execute(self, tx: Transaction | VersionedTransaction) -> Landed:
+        keys, loaded_w, loaded_r = self._full_keys(tx.message)
+        pubkeys = [Pubkey.from_string(k) for k in keys]
+        pre_lamports = [self.svm.get_balance(k) or 0 for k in pubkeys]
+        pre_tokens = self._token_balances(pubkeys)
+        outcome = self.svm.send_transaction(tx)
+        if type(outcome).__name__ == "FailedTransactionMetadata":
+            err = outcome.err()
+            if type(err).__name__ not in ("TransactionErrorInstructionError",
+                                          "TransactionErrorInsufficientFundsForRent"):
+                raise TransactionRejected(str(err))
+            meta = outcome.meta()
+            err_json = error_json(err)
+        else:
+            meta, err_json = outcome, None
+        entry = Landed(
+            seq=len(self.ledger),
+            signature=str(tx.signatures[0]),
+            slot=self.slot,
+            block_time=GENESIS_TIME + self.slot * 2 // 5,
+            tx=tx,
+            keys=keys,
+            loaded_writable=loaded_w,
+            loaded_readonly=loaded_r,
+            err=err_json,
+            fee=meta.fee(),
+            pre_balances=pre_lamports,
+            post_balances=[self.svm.get_balance(k) or 0 for k in pubkeys],
+            pre_tokens=pre_tokens,
+            post_tokens=self._token_balances(pubkeys),
+            inner=[[_inner(ix) for ix in group] for group in meta.inner_instructions()],
+            logs=list(meta.logs()),
+            compute_units=meta.compute_units_consumed(),
+        )
+        self.ledger.append(entry)
+        self._by_signature[entry.signature] = entry
+        for key in dict.fromkeys(keys):
+            self._by_address.setdefault(key, []).append(entry)
+        return entry
+
+    def _full_keys(self, msg: Message | MessageV0) -> tuple[list[str], list[str], list[str]]:
+        static = [str(k) for k in msg.account_keys]
+        if not isinstance(msg, MessageV0):
+            return static, [], []
+        writable: list[str] = []
+        readonly: list[str] = []
+        for lookup in msg.address_table_lookups:
+            table = self._lookup_table(lookup.account_key)
+            writable += [table[i] for i in lookup.writable_indexes]
+            readonly += [table[i] for i in lookup.readonly_indexes]
+        return static + writable + readonly, writable, readonly
+
+    def _lookup_table(self, key: Pubkey) -> list[str]:
+        account = self.svm.get_account(key)
+        if account is None or account.owner != ALT_PROGRAM:
+            raise TransactionRejected(f"address lookup table {key} not found")
+        body = bytes(account.data)[LOOKUP_TABLE_META_SIZE:]
+        return [str(Pubkey.from_bytes(body[i:i + 32])) for i in range(0, len(body), 32)]
+
+    def _token_balances(self, keys: list[Pubkey]) -> list[TokenBalance]:
+        out = []
+        decimals: dict[bytes, int] = {}
+        for index, key in enumerate(keys):
+            account = self.svm.get_account(key)
+            if account is None or str(account.owner) not in TOKEN_PROGRAMS:
+                continue
+            data = bytes(account.data)
+            if len(data) < TOKEN_ACCOUNT_LEN or data[108] == 0:
+                continue  # a mint, a multisig, or an uninitialized account
+            mint = data[0:32]
+            if mint not in decimals:
+                mint_account = self.svm.get_account(Pubkey.from_bytes(mint))
+                decimals[mint] = bytes(mint_account.data)[44] if mint_account else 0
+            (amount,) = struct.unpack_from("<Q", data, 64)
+            out.append(TokenBalance(index, str(Pubkey.from_bytes(mint)),
+                                    str(Pubkey.from_bytes(data[32:64])), str(account.owner),
+                                    amount, decimals[mint]))
+        return out
+
+    def landed(self, signature: str) -> Landed:
+        with self._lock:
+            return self._by_signature[signature]
+
+    def signatures_for(self, address: str) -> list[str]:
+        """Every signature involving ``address``, oldest first (what the ledger holds)."""
+        with self._lock:
+            return [e.signature for e in self._by_address.get(address, [])]
+
+    # --- JSON-RPC ----------------------------------------------------------------------------
+
+    async def _http(self, request: web.Request) -> web.Response:
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        try:
+            body = json.loads(await request.read())
+        except ValueError:
+            return web.json_response(_error(None, -32700, "Parse error"))
+        if isinstance(body, list):
+            with self._lock:
+                self.calls["batch"] += 1
+            replies = [self._answer(call) for call in body]
+            if any(isinstance(r, web.Response) for r in replies):
+                return next(r for r in replies if isinstance(r, web.Response))
+            return web.json_response(replies)
+        reply = self._answer(body)
+        if isinstance(reply, web.Response):
+            return reply
+        return web.Response(text=json.dumps(reply), content_type="application/json")
+
+    def _answer(self, call: Any) -> dict[str, Any] | web.Response:
+        if not isinstance(call, dict) or call.get("jsonrpc") != "2.0" or "method" not in call:
+            return _error(None, -32600, "Invalid request")
+        ident, method, params = call.get("id"), call["method"], call.get("params") or []
+        with self._lock:
+            self.calls[method] += 1
+        fault = self._take_fault(method, params)
+        if fault is not None:
+            if fault.fault is Fault.HTTP_429:
+                headers = {} if fault.retry_after is None else {
+                    "Retry-After": str(fault.retry_after)}
+                text = ('{"jsonrpc":"2.0","error":{"code": 429, "message":"Too many requests for '
+                        'a specific RPC call, contact your app developer or support@rpcpool.com.'
+                        f'"}}, "id": {json.dumps(ident)} }}')
+                return web.Response(status=429, text=text, content_type="application/json",
+                                    headers=headers)
+            if fault.fault is Fault.NULL:
+                return {"jsonrpc": "2.0", "result": None, "id": ident}
+            code, message, data = _FAULT_ERRORS[fault.fault](self.slot)
+            return _error(ident, code, message, data)
+        handler = self._methods().get(method)
+        if handler is None:
+            return _error(ident, -32601, "Method not found")
+        try:
+            with self._lock:
+                result = handler(params)
+        except RpcFailure as exc:
+            return _error(ident, exc.code, exc.message, exc.data)
+        except (TypeError, ValueError, IndexError, KeyError) as exc:
+            return _error(ident, -32602, f"Invalid params: {exc}")
+        return {"jsonrpc": "2.0", "result": result, "id": ident}
+
+    def _methods(self) -> dict[str, Callable[[list[Any]], Any]]:
+        return {
+            "getHealth": lambda p: "ok",
+            "getSlot": lambda p: self.slot,
+            "getBlockHeight": lambda p: self.slot,
+            "getVersion": lambda p: {"solana-core": "2.2.0-litesvm", "feature-set": 0},
+            "getGenesisHash": lambda p: self.genesis_hash,
+            "getLatestBlockhash": self._latest_blockhash,
+            "getAccountInfo": self._account_info,
+            "getSignaturesForAddress": self._signatures_for_address,
+            "getTransaction": self._transaction,
+        }
+
+    def _context(self) -> dict[str, Any]:
+        return {"slot": self.slot, "apiVersion": "2.2.0"}
+
+    def _latest_blockhash(self, params: list[Any]) -> dict[str, Any]:
+        return {"context": self._context(),
+                "value": {"blockhash": str(self.svm.latest_blockhash()),
+                          "lastValidBlockHeight": self.slot + 150}}
+
+    def _account_info(self, params: list[Any]) -> dict[str, Any]:
+        config = params[1] if len(params) > 1 and isinstance(params[1], dict) else {}
+        encoding = config.get("encoding", "base64")
+        account = self.svm.get_account(Pubkey.from_string(params[0]))
+        if account is None:
+            return {"context": self._context(), "value": None}
+        data = bytes(account.data)
+        rendered: Any = [base64.b64encode(data).decode(), "base64"]
+        if encoding == "jsonParsed" and str(account.owner) in TOKEN_PROGRAMS and len(data) == 82:
+            rendered = {"program": "spl-token", "space": 82, "parsed": _parsed_mint(data)}
+        return {"context": self._context(), "value": {
+            "data": rendered, "executable": account.executable, "lamports": account.lamports,
+            "owner": str(account.owner), "rentEpoch": 18446744073709551615, "space": len(data),
+        }}
+
+    def _signatures_for_address(self, params: list[Any]) -> list[dict[str, Any]]:
+        address = str(Pubkey.from_string(params[0]))
+        config = params[1] if len(params) > 1 and params[1] else {}
+        limit = config.get("limit") or 1000
+        if not isinstance(limit, int) or not 1 <= limit <= 1000:
+            raise RpcFailure(-32602, "Invalid limit; max 1000")
+        if config.get("minContextSlot", 0) > self.slot:
+            raise RpcFailure(-32016, "Minimum context slot has not been reached",
+                             {"contextSlot": self.slot})
+        entries = self._by_address.get(address, [])
+        seqs = [e.seq for e in entries]
+        high = len(entries)
+        if config.get("before"):
+            before = self._by_signature.get(config["before"])
+            if before is None:
+                return []  # agave: an unknown `before` signature gives an empty answer
+            high = bisect.bisect_left(seqs, before.seq)
+        low = 0
+        if config.get("until"):
+            until = self._by_signature.get(config["until"])
+            if until is not None:  # an unknown `until` signature searches to the beginning
+                low = bisect.bisect_right(seqs, until.seq)
+        chosen = entries[max(low, high - limit):high] if high > low else []
+        return [{
+            "signature": e.signature, "slot": e.slot, "err": e.err, "memo": None,
+            "blockTime": e.block_time, "confirmationStatus": "finalized",
+        } for e in reversed(chosen)]
+
+    def _transaction(self, params: list[Any]) -> dict[str, Any] | None:
+        config = params[1] if len(params) > 1 and params[1] else {}
+        if isinstance(config, str):
+            config = {"encoding": config}
+        encoding = config.get("encoding", "json")
+        if encoding not in ("json", "jsonParsed", "base64", "base58"):
+            raise RpcFailure(-32602, f"Invalid params: unknown variant `{encoding}`")
+        if config.get("commitment") == "processed":
+            raise RpcFailure(-32602, "Method does not support commitment below `confirmed`")
+        entry = self._by_signature.get(params[0])
+        if entry is None:
+            return None
+        max_version = config.get("maxSupportedTransactionVersion")
+        if entry.versioned and max_version is None:
+            raise RpcFailure(
+                -32015,
+                "Transaction version (0) is not supported by the requesting client. Please try "
+                "the request again with the following configuration parameter: "
+                "\"maxSupportedTransactionVersion\": 0",
+            )
+        return entry.render(encoding, with_version=max_version is not None)
+
+
+def _inner(ix: Any) -> Inner:
+    compiled = ix.instruction()
+    return Inner(compiled.program_id_index, tuple(compiled.accounts), bytes(compiled.data),
+                 ix.stack_height())
+
+
+def _parsed_mint(data: bytes) -> dict[str, Any]:
+    has_authority, authority, supply, decimals, initialized, has_freeze, freeze = struct.unpack(
+        "<I32sQBBI32s", data)
+    return {"type": "mint", "info": {
+        "decimals": decimals,
+        "freezeAuthority": str(Pubkey.from_bytes(freeze)) if has_freeze else None,
+        "isInitialized": bool(initialized),
+        "mintAuthority": str(Pubkey.from_bytes(authority)) if has_authority else None,
+        "supply": str(supply),
+    }}
+
+
+def _error(ident: Any, code: int, message: str, data: Any = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        error["data"] = data
+    return {"jsonrpc": "2.0", "error": error, "id": ident}
+
+
+_FAULT_ERRORS: dict[Fault, Callable[[int], tuple[int, str, Any]]] = {
+    Fault.NODE_BEHIND: lambda slot: (-32005, "Node is behind by 42 slots",
+                                     {"numSlotsBehind": 42}),
+    Fault.SLOT_SKIPPED: lambda slot: (
+        -32007, f"Slot {slot} was skipped, or missing due to ledger jump to recent snapshot",
+        None),
+    Fault.LONG_TERM_SLOT_SKIPPED: lambda slot: (
+        -32009, f"Slot {slot} was skipped, or missing in long-term storage", None),
+}
