@@ -44,7 +44,7 @@ fi
 
 # The password never reaches the terminal: user:secret@ and password=secret are masked.
 shown_url="$(printf '%s' "$DATABASE_URL" \
-    | sed -E 's#(://[^:/@]*):[^@/]*@#\1:***@#; s#(password=)[^ ]*#\1***#')"
+    | sed -E "s#(://[^:/@]*):[^@/]*@#\\1:***@#; s#(password=)('([^'\\\\]|\\\\.)*'|[^ &]*)#\\1***#")"
 
 verify() {
     "$PSQL" "$DATABASE_URL" -X -q -v ON_ERROR_STOP=1 -f "$VERIFY"
