@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
+import tempfile
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -50,15 +52,21 @@ def server(tmp_dir: Path) -> Iterator[str]:
         with PostgresContainer("postgres:16-alpine", driver=None) as pg:
             yield pg.get_connection_url()
     else:
+        # As root, pgserver runs PostgreSQL as the user "pgserver", who must be able to reach
+        # the data directory: pytest's own temporary folders are private (0700), so use one
+        # of ours that others may traverse.
+        base = Path(tempfile.mkdtemp(prefix="x402-test-pg-"))
+        base.chmod(0o755)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             import pgserver
 
-            srv = pgserver.get_server(tmp_dir / "pgdata", cleanup_mode="delete")
+            srv = pgserver.get_server(base / "pgdata", cleanup_mode="delete")
         try:
             yield srv.get_uri()
         finally:
             srv.cleanup()
+            shutil.rmtree(base, ignore_errors=True)
 
 
 def with_db(url: str, name: str) -> str:

@@ -1,0 +1,58 @@
+"""Shared pieces of the daemon tests on anvil: a fresh chain per test and the daemon's env."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from tests.support.anvil import Anvil
+from tests.support.evm import USDC_BASE, EvmDevnet
+
+PAYEE = "0x2222222222222222222222222222222222222222"
+OTHER = "0x3333333333333333333333333333333333333333"
+
+
+@dataclass
+class Chain:
+    node: Anvil
+    devnet: EvmDevnet
+    lookalike: str
+
+    @property
+    def url(self) -> str:
+        return self.node.url
+
+
+@contextmanager
+def fresh_chain(chain_id: int = 8453) -> Iterator[Chain]:
+    with Anvil(chain_id=chain_id) as node:
+        devnet = EvmDevnet(node.url)
+        devnet.install_usdc(USDC_BASE)
+        yield Chain(node, devnet, devnet.deploy_lookalike())
+
+
+def daemon_env(url: str, **overrides: str) -> dict[str, str]:
+    env = {
+        "X402_CHAINS": "base",
+        "X402_BASE_RPC_URLS": url,
+        "X402_BASE_PAYMENT_ADDRESS": PAYEE,
+        "X402_BASE_START_BLOCK": "0",
+        "X402_BASE_CONFIRMATIONS": "3",
+        "X402_POLL_INTERVAL": "0.1",
+        "X402_METRICS_ADDR": "off",
+        "X402_WORKERS": "2",
+        "X402_CLAIM_NOT_FOUND_GRACE_SECONDS": "0",
+        "X402_LOG_FORMAT": "console",
+    }
+    env.update(overrides)
+    return env
+
+
+def closed_port_url() -> str:
+    """An http URL on which nothing listens (connection refused at once)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
