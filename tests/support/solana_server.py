@@ -86,7 +86,9 @@ class SolanaServer:
         self.slot = start_slot
         self.genesis_hash = str(Hash.new_unique())
         self.latency = 0.0
+        self.accept_batches = True
         self.calls: Counter[str] = Counter()
+        self.errors: Counter[int] = Counter()  # JSON-RPC error codes and HTTP statuses sent
         self.ledger: list[Landed] = []
         self._by_signature: dict[str, Landed] = {}
         self._by_address: dict[str, list[Landed]] = {}
@@ -153,6 +155,7 @@ class SolanaServer:
     def reset_counts(self) -> None:
         with self._lock:
             self.calls.clear()
+            self.errors.clear()
 
     def _take_fault(self, method: str, params: list[Any]) -> _Injected | None:
         with self._lock:
@@ -298,6 +301,10 @@ class SolanaServer:
         if isinstance(body, list):
             with self._lock:
                 self.calls["batch"] += 1
+            if not self.accept_batches:
+                with self._lock:
+                    self.errors[-32600] += 1
+                return web.json_response(_error(None, -32600, "batch requests are not allowed"))
             replies = [self._answer(call) for call in body]
             if any(isinstance(r, web.Response) for r in replies):
                 return next(r for r in replies if isinstance(r, web.Response))
@@ -313,6 +320,15 @@ class SolanaServer:
         ident, method, params = call.get("id"), call["method"], call.get("params") or []
         with self._lock:
             self.calls[method] += 1
+        reply = self._reply(ident, method, params)
+        with self._lock:
+            if isinstance(reply, web.Response):
+                self.errors[reply.status] += 1
+            elif "error" in reply:
+                self.errors[reply["error"]["code"]] += 1
+        return reply
+
+    def _reply(self, ident: Any, method: str, params: list[Any]) -> dict[str, Any] | web.Response:
         fault = self._take_fault(method, params)
         if fault is not None:
             if fault.fault is Fault.HTTP_429:

@@ -41,7 +41,7 @@ from verifier.config import ChainConfig
 from verifier.errors import ConfigError, FinalRpcError, RetriableRpcError, RpcError
 from verifier.models import ChainView, Cursor, Lookup, Observed
 from verifier.rpc.failover import Endpoint, Observer, RetryPolicy
-from verifier.rpc.solana import BatchRefusedError, SlotSkippedError, SolanaRpc
+from verifier.rpc.solana import SlotSkippedError, SolanaRpc
 
 log = structlog.get_logger("verifier.solana")
 
@@ -172,26 +172,29 @@ class SolanaAdapter:
                 out.append(cursor)
                 done = False
                 continue
-            pending = await self._pending(account, cursor)
+            pending, listed = await self._pending(account, cursor)
             found, cursor, used = await self._process(account, cursor, pending[:budget])
             payments += found
             budget -= used
             rest = pending[used:]
             if rest:
                 self._backlogs[account] = _Backlog(cursor, rest)
-                done = False
             else:
                 self._backlogs.pop(account, None)
+            # A backlog read from memory may have grown on chain since it was listed.
+            done = done and not rest and listed
             out.append(cursor)
         unique = {p.tx_hash: p for p in payments}  # a tx may touch two watched accounts
         ordered = sorted(unique.values(), key=lambda p: p.block_number)
         return ScanResult(payments=ordered, cursors=out, done=done)
 
-    async def _pending(self, account: str, cursor: Cursor) -> list[Mapping[str, Any]]:
+    async def _pending(self, account: str, cursor: Cursor
+                       ) -> tuple[list[Mapping[str, Any]], bool]:
+        """What is newer than the cursor, oldest first; and whether it was listed just now."""
         backlog = self._backlogs.get(account)
         if backlog is not None and backlog.cursor == cursor:
-            return backlog.entries
-        return await self._list_new(account, cursor)
+            return backlog.entries, False
+        return await self._list_new(account, cursor), True
 
     async def _list_new(self, account: str, cursor: Cursor) -> list[Mapping[str, Any]]:
         """Signatures newer than the cursor, oldest first."""
@@ -272,11 +275,12 @@ class SolanaAdapter:
             return [None] * len(part)
         try:
             return await self.rpc.batch([("getTransaction", [s, TX_CONFIG]) for s in part])
-        except BatchRefusedError as exc:
-            log.warning("solana_batch_refused", endpoint=exc.endpoint, error=str(exc))
-            self.batch_size = 1
         except RpcError as exc:
-            log.warning("solana_batch_failed", error=str(exc), size=len(part))
+            if not exc.retriable:  # refused as a batch (a single error, HTTP 4xx): ask singly
+                log.warning("solana_batch_refused", endpoint=exc.endpoint, error=str(exc))
+                self.batch_size = 1
+            else:
+                log.warning("solana_batch_failed", error=str(exc), size=len(part))
         return [None] * len(part)
 
     async def _transaction(self, signature: str, *, listed: bool) -> Any:

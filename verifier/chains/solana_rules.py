@@ -102,7 +102,7 @@ def judge_transaction(tx: Mapping[str, Any] | None, *, signature: str, payees: S
             other_mint = True
     paid = [(amount, to) for to, amount in received.items() if amount > 0]
     if not paid:
-        return Outcome(None, "wrong_token" if other_mint and not received else "wrong_recipient")
+        return Outcome(None, "wrong_token" if other_mint else "wrong_recipient")
     amount, to = max(paid, key=lambda p: (p[0], -_order(p[1], payees, token_accounts)))
     payer = find_payer(tx, deltas, mint, payee_set | extra)
     return Outcome(Observed(chain=CHAIN, tx_hash=signature, block_number=int(tx["slot"]),
