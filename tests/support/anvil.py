@@ -168,7 +168,8 @@ class Anvil:
 
     def _spawn(self, port: int) -> None:
         self.port = port
-        self._stderr = tempfile.TemporaryFile()
+        # Lives as long as the process (closed in stop()): anvil's stderr, for error messages.
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115
         self.process = subprocess.Popen(
             self.command(port),
             stdin=subprocess.DEVNULL,
