@@ -18,6 +18,7 @@ so any address with ETH can send. Accounts with keys exist for signing claims.
 from __future__ import annotations
 
 import itertools
+import json
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -116,6 +117,7 @@ def local_devnet(chain: str = "base", **anvil_options: Any) -> Iterator[EvmDevne
     chain_id, usdc = CHAINS[chain]
     with Anvil(chain_id=chain_id, **anvil_options) as node:
         devnet = EvmDevnet(node.url)
+        devnet.node = node
         devnet.install_usdc(usdc)
         devnet.deploy_lookalike()
         yield devnet
@@ -128,6 +130,8 @@ class EvmDevnet:
         """The token that mint/transfer/... use by default (set by install_usdc)."""
         self.lookalike: str | None = None
         """The last deploy_lookalike() address: same name and symbol as USDC, not USDC."""
+        self.node: Anvil | None = None
+        """The process behind `url`, when local_devnet started it."""
         self.timeout = timeout
         self.w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": timeout}))
         self._session = requests.Session()
@@ -152,7 +156,12 @@ class EvmDevnet:
             {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": list(params)}
             for method, params in calls
         ]
-        response = self._session.post(self.url, json=payload, timeout=self.timeout)
+        response = self._session.post(
+            self.url,
+            data=json.dumps(payload),
+            headers={"Content-Type": "application/json"},
+            timeout=self.timeout,
+        )
         response.raise_for_status()
         by_id = {answer["id"]: answer for answer in response.json()}
         results = []
@@ -353,8 +362,12 @@ class EvmDevnet:
                                          "data": data}))  # fmt: skip
 
     def transfer(self, sender: Sender, to: Sender, amount: int, token: str | None = None) -> str:
-        """A plain token transfer from `sender`; returns the tx hash once mined (automine)."""
-        return self.send(self.transfer_request(sender, to, amount, token))
+        """A plain token transfer from `sender`; returns the tx hash once mined (automine).
+
+        Raises DevnetError if it failed: anvil mines a failing transaction sent with
+        eth_sendTransaction (with the block gas limit as its gas) instead of refusing it.
+        """
+        return self._mined_ok(self.send(self.transfer_request(sender, to, amount, token)))
 
     def transfer_request(
         self, sender: Sender, to: Sender, amount: int, token: str | None = None
@@ -391,8 +404,12 @@ class EvmDevnet:
         }
         return account.sign_transaction(tx).raw_transaction.to_0x_hex()
 
-    def send_raw(self, raw: str) -> str:
-        return str(self.rpc("eth_sendRawTransaction", raw)).lower()
+    def send_raw(self, raw: str, *, wait: bool = True) -> str:
+        """eth_sendRawTransaction; like send(), waits for automine's receipt."""
+        tx_hash = str(self.rpc("eth_sendRawTransaction", raw)).lower()
+        if wait:
+            self._wait_mined(tx_hash)
+        return tx_hash
 
     def batch_pay(
         self, payer: Sender, payments: Sequence[tuple[Sender, int]], token: str | None = None
@@ -419,7 +436,8 @@ class EvmDevnet:
             ["address", "address", "uint256"],
             [self._token(token), address_of(to), amount],
         )
-        # An explicit gas limit skips estimation, which would refuse a reverting call.
+        # A reverting call cannot be estimated and anvil would then take the whole block gas
+        # limit as the transaction's gas; a fixed limit keeps the transaction ordinary.
         request = {"from": address_of(payer), "to": reverter, "data": data, "gas": hex(300_000)}
         tx_hash = self.send(request)
         if self.automine() and self._mined(tx_hash)["status"] != "0x0":

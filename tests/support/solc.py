@@ -103,7 +103,8 @@ def _cache_key(standard_input: Mapping[str, Any]) -> str:
 def _read_cache(key: str) -> dict[str, dict[str, Any]] | None:
     path = CACHE_DIR / f"{key}.json"
     try:
-        return json.loads(path.read_text())  # type: ignore[no-any-return]
+        found: dict[str, dict[str, Any]] = json.loads(path.read_text())
+        return found
     except (FileNotFoundError, json.JSONDecodeError):
         return None
 
