@@ -109,18 +109,26 @@ SELECT id, status, from_address, to_address, amount_usdc, block_number, block_ha
  WHERE tx_hash = %(tx_hash)s AND chain = %(chain)s
 
 -- name: take_claim
--- One waiting claim, leased to this worker; SKIP LOCKED lets many workers and daemons share.
-UPDATE verifier.claims c
-   SET lease_until = now() + %(lease)s, attempts = c.attempts + 1, updated_at = now()
- WHERE c.id = (
-        SELECT id FROM verifier.claims
-         WHERE status = 'waiting'
-           AND next_attempt_at <= now()
-           AND (lease_until IS NULL OR lease_until < now())
-         ORDER BY next_attempt_at, id
-         LIMIT 1
-           FOR UPDATE SKIP LOCKED)
-RETURNING c.id, c.chain, c.tx_hash, c.token_hash, c.proof, c.attempts, now() - c.created_at AS age
+-- One waiting claim, leased to this worker, with its payment if recorded (one round trip).
+-- SKIP LOCKED lets many workers and daemons share the queue.
+WITH taken AS (
+    UPDATE verifier.claims c
+       SET lease_until = now() + %(lease)s, attempts = c.attempts + 1, updated_at = now()
+     WHERE c.id = (
+            SELECT id FROM verifier.claims
+             WHERE status = 'waiting'
+               AND next_attempt_at <= now()
+               AND (lease_until IS NULL OR lease_until < now())
+             ORDER BY next_attempt_at, id
+             LIMIT 1
+               FOR UPDATE SKIP LOCKED)
+    RETURNING c.id, c.chain, c.tx_hash, c.token_hash, c.proof, c.attempts,
+              now() - c.created_at AS age
+)
+SELECT taken.*, p.id, p.status, p.from_address, p.amount_usdc,
+       EXISTS (SELECT 1 FROM x402_tokens t WHERE t.payment_id = p.id) AS claimed
+  FROM taken
+  LEFT JOIN x402_payments p ON p.tx_hash = taken.tx_hash AND p.chain = taken.chain
 
 -- name: issue_token
 -- The token row is written in the same statement that closes the claim. ON CONFLICT keeps one
@@ -143,23 +151,20 @@ UPDATE verifier.claims c
        payment_id = %(payment_id)s,
        decided_at = now(), updated_at = now(), lease_until = NULL
  WHERE c.id = %(claim_id)s AND c.status = 'waiting'
-RETURNING c.status, c.reason
+RETURNING c.status, c.reason, pg_notify('x402_claim_done', c.id::text)
 
 -- name: close_claim
 UPDATE verifier.claims
    SET status = %(status)s, reason = %(reason)s, payment_id = %(payment_id)s,
        decided_at = now(), updated_at = now(), lease_until = NULL
  WHERE id = %(claim_id)s AND status = 'waiting'
-RETURNING status, reason
+RETURNING status, reason, pg_notify('x402_claim_done', id::text)
 
 -- name: defer_claim
 UPDATE verifier.claims
    SET next_attempt_at = now() + %(delay)s, lease_until = NULL, reason = %(reason)s,
        payment_id = %(payment_id)s, updated_at = now()
  WHERE id = %(claim_id)s AND status = 'waiting'
-
--- name: claim_done_notify
-SELECT pg_notify('x402_claim_done', %(claim_id)s::text)
 
 -- name: claim_status
 SELECT id, chain, tx_hash, status, reason, payment_id, created_at, decided_at

@@ -87,9 +87,8 @@ class ClaimProcessor:
             await self._close(claim, status, decision.reason, payment_id)
 
     async def _payment(self, claim: Claim, adapter: ChainAdapter) -> tuple[PaymentRow | None, str | None]:
-        payment = await self.store.payment(claim.chain, claim.tx_hash)
-        if payment is not None:
-            return payment, None
+        if claim.payment is not None:
+            return claim.payment, None
         lookup = await adapter.lookup(claim.tx_hash)
         if lookup.payment is None or lookup.view is None:
             return None, lookup.reason

@@ -94,6 +94,38 @@ def load_database(env: Mapping[str, str]) -> DatabaseConfig:
     return DatabaseConfig(r.get("DATABASE_URL") or None, Path(r.get("X402_EMBEDDED_DIR") or "var"))
 
 
+@dataclass(frozen=True)
+class JobsConfig:
+    """What `x402-verifier jobs run` needs: the database and the job settings, no chains."""
+
+    database_url: str | None
+    embedded_dir: Path
+    analytics_backfill_hours: int
+    usage_retention_days: int
+    log_format: Literal["auto", "json", "console"]
+
+
+def load_jobs(env: Mapping[str, str]) -> JobsConfig:
+    values = dict(_file_values(env))
+    values.update(env)
+    r = _Reader(values)
+    return JobsConfig(
+        database_url=r.get("DATABASE_URL") or None,
+        embedded_dir=Path(r.get("X402_EMBEDDED_DIR") or "var"),
+        analytics_backfill_hours=_backfill_hours(r),
+        usage_retention_days=_retention_days(r),
+        log_format=r.choice("X402_LOG_FORMAT", ("auto", "json", "console"), "auto"),  # type: ignore[arg-type]
+    )
+
+
+def _backfill_hours(r: _Reader) -> int:
+    return r.integer("X402_ANALYTICS_BACKFILL_HOURS", "168", minimum=0)
+
+
+def _retention_days(r: _Reader) -> int:
+    return r.integer("X402_USAGE_RETENTION_DAYS", "90", minimum=1)
+
+
 def load(env: Mapping[str, str]) -> Config:
     """Parses and validates the whole configuration."""
     values = dict(_file_values(env))
@@ -126,8 +158,8 @@ def load(env: Mapping[str, str]) -> Config:
         metrics_addr=_metrics_addr(r),
         cleanup_cron=r.cron("X402_CLEANUP_CRON", "0 * * * *"),
         analytics_cron=r.cron("X402_ANALYTICS_CRON", "5 * * * *"),
-        analytics_backfill_hours=r.integer("X402_ANALYTICS_BACKFILL_HOURS", "168", minimum=0),
-        usage_retention_days=r.integer("X402_USAGE_RETENTION_DAYS", "90", minimum=1),
+        analytics_backfill_hours=_backfill_hours(r),
+        usage_retention_days=_retention_days(r),
         embedded_dir=Path(r.get("X402_EMBEDDED_DIR") or "var"),
         log_format=r.choice("X402_LOG_FORMAT", ("auto", "json", "console"), "auto"),  # type: ignore[arg-type]
     )
@@ -260,6 +292,12 @@ class _Reader:
         raw = self.get(key) or default
         if len(raw.split()) != 5:
             raise ConfigError(f"{key}: {raw!r} is not a 5-field cron expression")
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(raw, timezone="UTC")
+        except ValueError as exc:
+            raise ConfigError(f"{key}: {raw!r} is not a valid cron expression ({exc})") from None
         return raw
 
 

@@ -115,6 +115,10 @@ class Daemon:
                 log.error("task_failed", task=task.get_name(), error=str(task.exception()))
 
     async def close(self) -> None:
+        for name, adapter in self.adapters.items():
+            pool = getattr(getattr(adapter, "rpc", None), "pool", None)
+            for endpoint in getattr(pool, "endpoints", ()):
+                log.info("rpc_totals", chain=name, endpoint=endpoint.url, **endpoint.stats)
         for adapter in self.adapters.values():
             with contextlib.suppress(Exception):
                 await adapter.close()

@@ -50,6 +50,7 @@ class Claim:
     proof: str | None
     attempts: int
     age: timedelta
+    payment: PaymentRow | None = None  # as recorded when the claim was taken
 
 
 @contextlib.asynccontextmanager
@@ -169,7 +170,11 @@ class Store:
     async def take_claim(self, lease: timedelta) -> Claim | None:
         async with _db("take claim"), self.pool.connection() as conn:
             row = await (await conn.execute(self.q["take_claim"], {"lease": lease})).fetchone()
-        return Claim(*row) if row else None
+        if row is None:
+            return None
+        pid, status, sender, amount, claimed = row[7:]
+        payment = PaymentRow(pid, status, sender, _units(amount), claimed) if pid else None
+        return Claim(*row[:7], payment=payment)
 
     async def payment(self, chain: str, tx_hash: str) -> PaymentRow | None:
         async with _db("read payment"), self.pool.connection() as conn:
@@ -194,22 +199,21 @@ class Store:
                 })
 
     async def issue_token(self, claim: Claim, payment_id: int) -> tuple[str, str | None]:
-        async with _db("issue token"), self.pool.connection() as conn, conn.transaction():
+        """Token row, closed claim and its notification: one statement, one round trip."""
+        async with _db("issue token"), self.pool.connection() as conn:
             cur = await conn.execute(self.q["issue_token"], {
                 "claim_id": claim.id, "payment_id": payment_id, "token_hash": claim.token_hash,
             })
             row = await cur.fetchone()
-            await conn.execute(self.q["claim_done_notify"], {"claim_id": claim.id})
         return (row[0], row[1]) if row else ("gone", None)
 
     async def close_claim(self, claim: Claim, status: str, reason: str | None,
                           payment_id: int | None) -> None:
-        async with _db("close claim"), self.pool.connection() as conn, conn.transaction():
+        async with _db("close claim"), self.pool.connection() as conn:
             await conn.execute(self.q["close_claim"], {
                 "claim_id": claim.id, "status": status, "reason": reason,
                 "payment_id": payment_id,
             })
-            await conn.execute(self.q["claim_done_notify"], {"claim_id": claim.id})
 
     async def defer_claim(self, claim: Claim, delay: timedelta, reason: str | None,
                           payment_id: int | None) -> None:

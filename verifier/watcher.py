@@ -96,9 +96,12 @@ class Watcher:
         result = await self.adapter.scan(cursors, view)
         found = [(p, rules.judge(p, view, self.policy)) for p in result.payments]
         await self.store.record_scan(self.chain, found, result.cursors, result.blocks)
+        if found:
+            log.info("payments_found", chain=self.chain, count=len(found),
+                     first_block=found[0][0].block_number, last_block=found[-1][0].block_number)
         for payment, verdict in found:
-            log.info("payment_seen", chain=self.chain, tx_hash=payment.tx_hash,
-                     block=payment.block_number, amount=payment.amount, status=verdict.status)
+            log.debug("payment_seen", chain=self.chain, tx_hash=payment.tx_hash,
+                      block=payment.block_number, amount=payment.amount, status=verdict.status)
         await self.settle_pending(view)
         self.position = min((c.position for c in result.cursors), default=None)
         self.last_progress = time.monotonic()
