@@ -148,6 +148,10 @@ class SolanaServer:
         with self._lock:
             self._faults.append(_Injected(method, fault, times, when, retry_after))
 
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
     def faults_left(self) -> int:
         with self._lock:
             return sum(f.times for f in self._faults)

@@ -18,6 +18,7 @@ from solders.instruction import AccountMeta, Instruction
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from solders.system_program import ID as SYSTEM_PROGRAM
+from solders.system_program import CreateAccountParams, create_account
 
 from tests.support.solana_server import SolanaServer
 
@@ -43,6 +44,12 @@ def transfer_ix(source: Pubkey, destination: Pubkey, authority: Pubkey, amount: 
              AccountMeta(authority, True, False)]
     metas += [AccountMeta(key, False, False) for key in extra]
     return Instruction(TOKEN_PROGRAM, bytes([3]) + struct.pack("<Q", amount), metas)
+
+
+def approve_ix(source: Pubkey, delegate: Pubkey, owner: Pubkey, amount: int) -> Instruction:
+    return Instruction(TOKEN_PROGRAM, bytes([4]) + struct.pack("<Q", amount), [
+        AccountMeta(source, False, True), AccountMeta(delegate, False, False),
+        AccountMeta(owner, True, False)])
 
 
 def transfer_checked_ix(source: Pubkey, mint: Pubkey, destination: Pubkey, authority: Pubkey,
@@ -112,6 +119,20 @@ class TokenKit:
         self.server.send([payer], [create_ata_ix(payer.pubkey(), owner, mint)])
         return ata(owner, mint)
 
+    def create_token_account(self, owner: Pubkey, mint: Pubkey = USDC_MINT) -> Pubkey:
+        """A plain (non-associated) token account: CreateAccount, then InitializeAccount3."""
+        account = Keypair()
+        payer = self.authority
+        self.server.send([payer, account], [
+            create_account(CreateAccountParams(
+                from_pubkey=payer.pubkey(), to_pubkey=account.pubkey(),
+                lamports=self.svm.minimum_balance_for_rent_exemption(165), space=165,
+                owner=TOKEN_PROGRAM)),
+            Instruction(TOKEN_PROGRAM, bytes([18]) + bytes(owner), [
+                AccountMeta(account.pubkey(), False, True), AccountMeta(mint, False, False)]),
+        ])
+        return account.pubkey()
+
     def fund(self, owner: Pubkey, amount: int, mint: Pubkey = USDC_MINT) -> str:
         """Mints ``amount`` base units to the owner's ATA, creating it when needed."""
         a = self.authority.pubkey()
@@ -131,6 +152,15 @@ class TokenKit:
         s = sender.pubkey()
         return self.server.send([sender], [
             transfer_checked_ix(ata(s, mint), mint, ata(recipient, mint), s, amount, decimals)])
+
+    def delegated_transfer(self, owner: Keypair, delegate: Keypair, recipient: Pubkey,
+                           amount: int) -> str:
+        """The owner approves ``delegate``, who then moves the owner's tokens (the authority of
+        the transfer is the delegate; the balance that falls is the owner's)."""
+        o = owner.pubkey()
+        self.server.send([owner], [approve_ix(ata(o), delegate.pubkey(), o, amount)])
+        return self.server.send([delegate], [
+            transfer_ix(ata(o), ata(recipient), delegate.pubkey(), amount)])
 
     def create_ata_and_transfer(self, sender: Keypair, recipient: Pubkey, amount: int,
                                 mint: Pubkey = USDC_MINT) -> str:
@@ -181,8 +211,14 @@ class TokenKit:
         return AddressLookupTableAccount(key, list(addresses))
 
     def transfer_v0(self, sender: Keypair, recipient: Pubkey, amount: int,
-                    table: AddressLookupTableAccount) -> str:
-        """A v0 transaction whose recipient token account comes from a lookup table."""
+                    table: AddressLookupTableAccount, references: Sequence[Pubkey] = ()) -> str:
+        """A v0 transaction: keys found in ``table`` (the recipient's token account, read-only
+        reference keys) are loaded from it rather than listed in the message."""
         s = sender.pubkey()
-        return self.server.send([sender], [transfer_ix(ata(s), ata(recipient), s, amount)],
-                                lookup_tables=[table])
+        return self.server.send([sender], [
+            transfer_ix(ata(s), ata(recipient), s, amount, references)], lookup_tables=[table])
+
+    def move(self, owner: Keypair, source: Pubkey, destination: Pubkey, amount: int) -> str:
+        """A Transfer between two accounts of the same owner."""
+        return self.server.send([owner], [
+            transfer_ix(source, destination, owner.pubkey(), amount)])
