@@ -97,7 +97,7 @@ def judge_transaction(tx: Mapping[str, Any] | None, *, signature: str, payees: S
         if to is None:
             continue
         if d.mint == mint:
-            received[to] = received.get(to, 0) + max(d.change, 0)
+            received[to] = received.get(to, 0) + d.change
         elif d.change > 0:
             other_mint = True
     paid = [(amount, to) for to, amount in received.items() if amount > 0]
