@@ -1,4 +1,5 @@
-"""The long-running daemon: watchers, claim workers and (later) the scheduler, on one loop.
+"""The long-running daemon: watchers, claim workers, scheduled jobs, metrics and the systemd
+watchdog, on one loop.
 
 Stops cleanly on SIGTERM/SIGINT: loops finish the transaction in hand, locks are released and
 the process exits 0 within 10 seconds.
@@ -8,20 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 import structlog
 from psycopg_pool import AsyncConnectionPool
 
-from verifier import migrate, rules
+from verifier import jobs, migrate, rules
 from verifier.chains import open_adapter
 from verifier.chains.base import ChainAdapter
 from verifier.claims import ClaimProcessor, WorkerPool
 from verifier.config import Config
 from verifier.errors import DatabaseError, MigrationError
+from verifier.metrics import Metrics, MetricsServer, serve
 from verifier.sqlfiles import queries
 from verifier.store import Store
+from verifier.systemd import Notifier, stall_limit, watcher_progress
 from verifier.watcher import Watcher
 
 log = structlog.get_logger("verifier.daemon")
@@ -47,6 +51,10 @@ class Daemon:
     watchers: list[Watcher] = field(default_factory=list)
     store: Store | None = None
     claims: ClaimProcessor | None = None
+    notifier: Notifier = field(default_factory=lambda: Notifier(None))
+    metrics: Metrics | None = None
+    metrics_server: MetricsServer | None = None
+    metrics_refresh: float = 15.0  # seconds between the payments/claims-by-status queries
 
     async def start(self) -> None:
         """Opens the database and every chain, and checks them; raises when something is off."""
@@ -56,7 +64,8 @@ class Daemon:
                         detail="X402_CLAIM_PROOF=none: whoever presents a tx hash first gets "
                                "its credit")
         self.pool = AsyncConnectionPool(
-            self.conninfo, min_size=1, max_size=cfg.workers + 2 * len(cfg.chains) + 4,
+            # + 6: jobs (up to 4 connections at once), the metrics query and the /readyz ping.
+            self.conninfo, min_size=1, max_size=cfg.workers + 2 * len(cfg.chains) + 4 + 6,
             kwargs={"autocommit": True}, open=False,
         )
         try:
@@ -65,8 +74,9 @@ class Daemon:
             raise DatabaseError(f"cannot connect to the database: {exc}") from exc
         await self._check_migrations()
         self.store = Store(self.pool, access_ttl=cfg.access_ttl)
+        self.metrics = Metrics(cfg.chains)
         for name, chain_cfg in cfg.chains.items():
-            adapter = await open_adapter(chain_cfg)
+            adapter = await open_adapter(chain_cfg, self.metrics.rpc_observer(name))
             self.adapters[name] = adapter
             await adapter.startup_check()
             log.info("chain_ready", chain=name, endpoints=len(chain_cfg.rpc_urls))
@@ -78,6 +88,11 @@ class Daemon:
         ]
         self.claims = ClaimProcessor(self.store, self.adapters, policy,
                                      recheck=timedelta(seconds=max(cfg.poll_interval, 0.2)))
+        for watcher in self.watchers:
+            watcher.on_reorg = self.metrics.reorg
+        self.metrics.attach(self.pool, self.watchers)
+        if cfg.metrics_addr is not None:
+            self.metrics_server = await serve(self.metrics, *cfg.metrics_addr)
 
     async def _check_migrations(self) -> None:
         """Refuses to run against a schema older (or other) than this version's migrations."""
@@ -102,10 +117,12 @@ class Daemon:
                              poll_interval=max(self.config.poll_interval, 0.2))
         tasks = [asyncio.create_task(w.run(stop), name=f"watch-{w.chain}") for w in self.watchers]
         tasks.append(asyncio.create_task(workers.run(stop), name="claims"))
+        tasks += self._operations(stop)
         log.info("daemon_running", chains=list(self.adapters), workers=self.config.workers)
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)
         stop.set()
+        self.notifier.stopping()
         done, pending = await asyncio.wait(tasks, timeout=STOP_GRACE)
         for task in pending:
             task.cancel()
@@ -114,7 +131,26 @@ class Daemon:
             if not task.cancelled() and task.exception():
                 log.error("task_failed", task=task.get_name(), error=str(task.exception()))
 
+    def _operations(self, stop: asyncio.Event) -> list[asyncio.Task[None]]:
+        """Scheduled jobs, the metrics queries, and systemd's READY=1 then its watchdog."""
+        cfg, metrics = self.config, self.metrics
+        assert self.pool is not None and metrics is not None
+        runner = jobs.Jobs(self.pool, backfill_hours=cfg.analytics_backfill_hours,
+                           retention_days=cfg.usage_retention_days, on_run=metrics.job_finished)
+        scheduler = jobs.JobScheduler(runner, jobs.triggers_of(cfg))
+        limit = stall_limit(self.notifier, cfg.poll_interval)
+        self.notifier.ready(f"running: {', '.join(self.adapters)}")
+        return [
+            asyncio.create_task(scheduler.run(stop), name="jobs"),
+            asyncio.create_task(metrics.refresh_loop(stop, self.metrics_refresh), name="metrics"),
+            asyncio.create_task(self.notifier.keepalive(
+                stop, lambda: watcher_progress(self.watchers, time.monotonic(), limit)),
+                name="watchdog"),
+        ]
+
     async def close(self) -> None:
+        if self.metrics_server is not None:
+            await self.metrics_server.close()
         for name, adapter in self.adapters.items():
             pool = getattr(getattr(adapter, "rpc", None), "pool", None)
             for endpoint in getattr(pool, "endpoints", ()):

@@ -48,6 +48,11 @@ class Watcher:
         self.last_progress = time.monotonic()
         self.view: ChainView | None = None
         self.position: int | None = None
+        # For metrics and health: how far the chain is known scanned, and since when level with
+        # the head (a finished scan covered everything up to the head it saw).
+        self.scanned: int | None = None
+        self.caught_up_at: float | None = None
+        self.on_reorg: Callable[[str, int], None] | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         try:
@@ -105,6 +110,9 @@ class Watcher:
         await self.settle_pending(view)
         self.position = min((c.position for c in result.cursors), default=None)
         self.last_progress = time.monotonic()
+        self.scanned = view.head if result.done else self.position
+        if result.done:
+            self.caught_up_at = self.last_progress
         if self.on_progress:
             self.on_progress(self.chain, view, self.position if self.position is not None else -1)
         return not result.done
@@ -139,6 +147,8 @@ class Watcher:
         log.warning("reorg_detected", chain=self.chain, fork_after=last_good,
                     blocks_gone=len(gone), payments_reorged=len(reorged),
                     tx_hashes=[tx for _, tx, _ in reorged][:20])
+        if self.on_reorg:
+            self.on_reorg(self.chain, len(gone))
 
 
 async def _sleep(stop: asyncio.Event, seconds: float) -> None:

@@ -1,0 +1,82 @@
+-- Named queries of the scheduled jobs (verifier/jobs.py) and of what reports on them
+-- (verifier/status.py, verifier/metrics.py). Parameters only, never interpolation.
+-- Job locks are transaction-level advisory locks (402, 20 + n), released with the transaction.
+
+-- name: try_job_lock
+SELECT pg_try_advisory_xact_lock(402, %(key)s) AS locked
+
+-- name: slot_done
+SELECT EXISTS (
+    SELECT 1 FROM verifier.job_runs
+     WHERE job = %(job)s AND slot = %(slot)s AND status = 'ok'
+) AS done
+
+-- name: record_run
+INSERT INTO verifier.job_runs (job, slot, status, detail, instance, started_at, finished_at)
+VALUES (%(job)s, %(slot)s, %(status)s, %(detail)s, %(instance)s, %(started_at)s, %(finished_at)s)
+
+-- name: cleanup
+SELECT cleanup_expired_x402_payments() AS expired
+
+-- name: prune_job_runs
+DELETE FROM verifier.job_runs WHERE started_at < %(before)s
+
+-- name: missing_analytics_hours
+-- The whole UTC hours of the window [hour of %(now)s - %(hours)s hours, hour of %(now)s) for
+-- which x402_analytics lacks the row of at least one chain (update_x402_analytics() writes one
+-- per chain, zeros included). The hour %(now)s falls in is unfinished and never listed.
+SELECT h.hour
+  FROM generate_series(
+           date_trunc('hour', %(now)s::timestamptz, 'UTC') - %(hours)s::int * interval '1 hour',
+           date_trunc('hour', %(now)s::timestamptz, 'UTC') - interval '1 hour',
+           interval '1 hour') AS h (hour)
+ WHERE (SELECT count(*) FROM x402_analytics a WHERE a.hour_bucket = h.hour)
+       < 3  -- base, ethereum, solana
+ ORDER BY h.hour
+
+-- name: update_analytics
+SELECT update_x402_analytics(%(hour)s::timestamptz)
+
+-- name: archive_usage_batch
+-- Moves up to %(batch)s usage rows created before %(before)s, oldest first, in one short
+-- statement (its own transaction). SKIP LOCKED: a row someone holds is taken next time. No
+-- ON CONFLICT: a clash aborts the batch, so a row is never deleted without being archived.
+WITH picked AS (
+    SELECT id FROM x402_usage
+     WHERE created_at < %(before)s
+     ORDER BY created_at, id
+     LIMIT %(batch)s
+       FOR UPDATE SKIP LOCKED
+), moved AS (
+    DELETE FROM x402_usage u USING picked
+     WHERE u.id = picked.id
+    RETURNING u.id, u.payment_id, u.endpoint, u.method, u.status_code, u.response_time_ms,
+              u.ip_address, u.user_agent, u.created_at
+), archived AS (
+    INSERT INTO verifier.x402_usage_archive (
+        id, payment_id, endpoint, method, status_code, response_time_ms, ip_address,
+        user_agent, created_at)
+    SELECT id, payment_id, endpoint, method, status_code, response_time_ms, ip_address,
+           user_agent, created_at
+      FROM moved
+    RETURNING 1
+)
+SELECT count(*) AS moved FROM archived
+
+-- name: last_job_runs
+-- The newest run of each job, and when it last succeeded.
+SELECT DISTINCT ON (r.job)
+       r.job, r.status, r.slot, r.started_at, r.finished_at, r.detail, r.instance,
+       (SELECT max(o.finished_at) FROM verifier.job_runs o
+         WHERE o.job = r.job AND o.status = 'ok') AS last_ok_at
+  FROM verifier.job_runs r
+ ORDER BY r.job, r.started_at DESC, r.id DESC
+
+-- name: payments_by_status
+SELECT chain, status, count(*) AS n FROM x402_payments GROUP BY chain, status
+
+-- name: claims_by_status
+SELECT chain, status, count(*) AS n FROM verifier.claims GROUP BY chain, status
+
+-- name: ping
+SELECT 1

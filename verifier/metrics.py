@@ -1,0 +1,330 @@
+"""Prometheus metrics and health checks, served by the daemon on X402_METRICS_ADDR.
+
+  /metrics  Prometheus text format, from a registry of our own
+  /healthz  200 while the process and its event loop answer
+  /readyz   200 when the database answers and every active watcher is within its chain's
+            X402_<CHAIN>_MAX_LAG_BLOCKS of the head; 503 otherwise, with the reasons as JSON
+
+Chain figures are read from the watchers when scraped. Payments and claims by status come from
+a database query the daemon repeats every few seconds, so a scrape never waits on the database
+and still answers when it is down (x402_database_up 0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import psycopg
+import structlog
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from psycopg_pool import AsyncConnectionPool
+
+from verifier.config import ChainConfig
+from verifier.errors import ConfigError
+from verifier.jobs import JOBS, JobRun
+from verifier.models import ChainView
+from verifier.rpc.failover import Endpoint, Observer
+from verifier.sqlfiles import queries
+
+log = structlog.get_logger("verifier.metrics")
+
+PAYMENT_STATUSES = ("pending", "verified", "used", "expired", "underpaid", "reorged")
+CLAIM_STATUSES = ("waiting", "issued", "rejected", "expired")
+JOB_STATUSES = ("ok", "skipped", "failed")
+PING_TIMEOUT = 3.0
+RPC_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+JOB_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 1800.0)
+
+
+class WatcherState(Protocol):
+    """What is read from a chain watcher (verifier.watcher.Watcher)."""
+
+    chain: str
+    cfg: ChainConfig
+    active: bool
+    view: ChainView | None
+    scanned: int | None  # how far the chain is known scanned (block or slot)
+    caught_up_at: float | None  # time.monotonic() when a scan last reached the head
+    last_progress: float
+
+
+def endpoint_label(endpoint: Endpoint) -> str:
+    """'rank:host[:port]': RPC URLs often carry an API key in their path or query, which must
+    not end up in a metrics label."""
+    netloc = urlsplit(endpoint.url).netloc.rsplit("@", 1)[-1]
+    return f"{endpoint.rank}:{netloc}"
+
+
+def lag_blocks(w: WatcherState) -> int | None:
+    if w.view is None or w.scanned is None:
+        return None
+    return max(0, w.view.head - w.scanned)
+
+
+@dataclass
+class Metrics:
+    """The daemon's registry, the hooks that feed it, and the health checks."""
+
+    chains: Mapping[str, ChainConfig]
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    pool: AsyncConnectionPool | None = None
+    watchers: Sequence[WatcherState] = ()
+    started: float = field(default_factory=time.monotonic)
+    counts: dict[str, dict[tuple[str, str], int]] = field(default_factory=dict)
+    database_up: bool | None = None
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        ProcessCollector(registry=r)
+        self.rpc_requests = Counter("x402_rpc_requests", "RPC requests sent (a batch counts once)",
+                                    ["chain", "endpoint", "call"], registry=r)
+        self.rpc_errors = Counter("x402_rpc_errors", "RPC requests that failed, by error class",
+                                  ["chain", "endpoint", "call", "kind"], registry=r)
+        self.rpc_seconds = Histogram("x402_rpc_request_duration_seconds", "RPC request latency",
+                                     ["chain", "endpoint"], buckets=RPC_BUCKETS, registry=r)
+        self.job_runs = Counter("x402_job_runs", "Scheduled job runs by result",
+                                ["job", "status"], registry=r)
+        self.job_seconds = Histogram("x402_job_duration_seconds", "Duration of job runs that ran",
+                                     ["job"], buckets=JOB_BUCKETS, registry=r)
+        self.job_last_ok = Gauge("x402_job_last_success_timestamp_seconds",
+                                 "Unix time of this instance's last successful run", ["job"],
+                                 registry=r)
+        self.reorgs = Counter("x402_reorgs", "Reorgs detected by the watcher", ["chain"],
+                              registry=r)
+        self.reorged_blocks = Counter("x402_reorged_blocks", "Blocks found replaced by reorgs",
+                                      ["chain"], registry=r)
+        for chain in self.chains:
+            self.reorgs.labels(chain)
+            self.reorged_blocks.labels(chain)
+        for job in JOBS:
+            for status in JOB_STATUSES:
+                self.job_runs.labels(job, status)
+        r.register(_StateCollector(self))
+
+    def attach(self, pool: AsyncConnectionPool, watchers: Sequence[WatcherState]) -> None:
+        self.pool = pool
+        self.watchers = watchers
+
+    # -- hooks ----------------------------------------------------------------------------------
+
+    def rpc_observer(self, chain: str) -> Observer:
+        def observe(endpoint: Endpoint, call: str, seconds: float,
+                    error: BaseException | None) -> None:
+            label = endpoint_label(endpoint)
+            self.rpc_requests.labels(chain, label, call).inc()
+            self.rpc_seconds.labels(chain, label).observe(seconds)
+            if error is not None:
+                self.rpc_errors.labels(chain, label, call, error.__class__.__name__).inc()
+
+        return observe
+
+    def reorg(self, chain: str, blocks: int) -> None:
+        self.reorgs.labels(chain).inc()
+        self.reorged_blocks.labels(chain).inc(blocks)
+
+    def job_finished(self, run: JobRun) -> None:
+        self.job_runs.labels(run.job, run.status).inc()
+        if run.status != "skipped":
+            self.job_seconds.labels(run.job).observe(run.seconds)
+        if run.status == "ok":
+            self.job_last_ok.labels(run.job).set(time.time())
+
+    # -- database figures -----------------------------------------------------------------------
+
+    async def refresh(self) -> None:
+        """Payments and claims by chain and status; database_up says whether it worked."""
+        assert self.pool is not None
+        q = queries("jobs.sql")
+        try:
+            async with self.pool.connection(timeout=PING_TIMEOUT) as conn:
+                counts: dict[str, dict[tuple[str, str], int]] = {}
+                for name in ("payments_by_status", "claims_by_status"):
+                    rows = await (await conn.execute(q[name])).fetchall()
+                    counts[name] = {(chain, status): int(n) for chain, status, n in rows}
+        except psycopg.Error as exc:
+            if self.database_up is not False:
+                log.warning("metrics_refresh_failed", error=str(exc))
+            self.database_up = False
+            return
+        self.counts, self.database_up = counts, True
+
+    async def refresh_loop(self, stop: asyncio.Event, every: float) -> None:
+        while not stop.is_set():
+            await self.refresh()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=every)
+
+    # -- health ---------------------------------------------------------------------------------
+
+    async def database_reachable(self) -> tuple[bool, str]:
+        if self.pool is None:
+            return False, "not connected"
+        try:
+            async with asyncio.timeout(PING_TIMEOUT), \
+                    self.pool.connection(timeout=PING_TIMEOUT) as conn:
+                await conn.execute(queries("jobs.sql")["ping"])
+        except (psycopg.Error, TimeoutError) as exc:
+            return False, f"{exc.__class__.__name__}: {exc}".strip()
+        return True, "ok"
+
+    async def readiness(self) -> tuple[bool, dict[str, Any]]:
+        db_ok, db_detail = await self.database_reachable()
+        chains = {w.chain: self._chain_readiness(w) for w in self.watchers}
+        ready = db_ok and all(c["ok"] for c in chains.values())
+        return ready, {"ready": ready, "database": db_detail, "chains": chains}
+
+    def _chain_readiness(self, w: WatcherState) -> dict[str, Any]:
+        if not w.active:
+            return {"ok": True, "active": False}
+        lag = lag_blocks(w)
+        return {
+            "ok": lag is not None and lag <= w.cfg.max_lag_blocks,
+            "active": True,
+            "head": w.view.head if w.view else None,
+            "scanned": w.scanned,
+            "lag_blocks": lag,
+            "max_lag_blocks": w.cfg.max_lag_blocks,
+        }
+
+
+class _StateCollector:
+    """Chain gauges read from the watchers, and the last database figures, at scrape time."""
+
+    def __init__(self, metrics: Metrics):
+        self.m = metrics
+
+    def describe(self) -> list[Metric]:
+        return []  # unknown until collected: nothing for the registry to check up front
+
+    def collect(self) -> Iterator[Metric]:
+        now = time.monotonic()
+        chain = ["chain"]
+        head = GaugeMetricFamily("x402_chain_head_block", "Chain head seen by the watcher",
+                                 labels=chain)
+        final = GaugeMetricFamily("x402_chain_final_block", "Highest block/slot counted final",
+                                  labels=chain)
+        scanned = GaugeMetricFamily("x402_chain_scanned_block",
+                                    "Highest block/slot the watcher has scanned", labels=chain)
+        lag = GaugeMetricFamily("x402_chain_lag_blocks", "Head minus scanned block", labels=chain)
+        lag_s = GaugeMetricFamily(
+            "x402_chain_lag_seconds",
+            "Seconds since the watcher last had scanned up to the head it saw", labels=chain)
+        limit = GaugeMetricFamily("x402_chain_max_lag_blocks",
+                                  "Lag above which /readyz fails", labels=chain)
+        active = GaugeMetricFamily("x402_watcher_active",
+                                   "1 when this instance holds the chain's watcher lock",
+                                   labels=chain)
+        stale = GaugeMetricFamily("x402_watcher_last_progress_seconds",
+                                  "Seconds since the watcher last completed a scan step",
+                                  labels=chain)
+        for w in self.m.watchers:
+            active.add_metric([w.chain], 1 if w.active else 0)
+            limit.add_metric([w.chain], w.cfg.max_lag_blocks)
+            if not w.active:
+                continue
+            stale.add_metric([w.chain], now - w.last_progress)
+            if w.view is not None:
+                head.add_metric([w.chain], w.view.head)
+                final.add_metric([w.chain], w.view.final)
+            if w.scanned is not None:
+                scanned.add_metric([w.chain], w.scanned)
+            if (blocks := lag_blocks(w)) is not None:
+                lag.add_metric([w.chain], blocks)
+            lag_s.add_metric([w.chain], now - (w.caught_up_at or self.m.started))
+        yield from (head, final, scanned, lag, lag_s, limit, active, stale)
+        yield from self._database()
+
+    def _database(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("x402_database_up",
+                               "1 when the last metrics query reached the database")
+        up.add_metric([], 1 if self.m.database_up else 0)
+        yield up
+        if not self.m.counts:
+            return
+        for name, title, statuses in (
+            ("payments_by_status", "x402_payments", PAYMENT_STATUSES),
+            ("claims_by_status", "x402_claims", CLAIM_STATUSES),
+        ):
+            family = GaugeMetricFamily(title, f"Rows of {title.removeprefix('x402_')} by status",
+                                       labels=["chain", "status"])
+            counts = self.m.counts.get(name, {})
+            keys = {(c, s) for c in self.m.chains for s in statuses} | set(counts)
+            for key in sorted(keys):
+                family.add_metric(list(key), counts.get(key, 0))
+            yield family
+
+
+# -- HTTP -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class MetricsServer:
+    runner: web.AppRunner
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self.runner.addresses[0][:2]
+        return str(host), int(port)
+
+    async def close(self) -> None:
+        await self.runner.cleanup()
+
+
+async def serve(metrics: Metrics, host: str, port: int) -> MetricsServer:
+    app = web.Application()
+    app.router.add_get("/metrics", _handler_metrics(metrics))
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _handler_readyz(metrics))
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise ConfigError(f"X402_METRICS_ADDR: cannot listen on {host}:{port}: {exc.strerror}"
+                          ) from exc
+    server = MetricsServer(runner)
+    host, port = server.address
+    log.info("metrics_listening", address=f"{host}:{port}")
+    return server
+
+
+Handler = Callable[[web.Request], Awaitable[web.Response]]
+
+
+def _handler_metrics(metrics: Metrics) -> Handler:
+    async def handle(_request: web.Request) -> web.Response:
+        body = generate_latest(metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    return handle
+
+
+async def _healthz(_request: web.Request) -> web.Response:
+    return web.Response(text="ok\n")
+
+
+def _handler_readyz(metrics: Metrics) -> Handler:
+    async def handle(_request: web.Request) -> web.Response:
+        ready, detail = await metrics.readiness()
+        return web.Response(text=json.dumps(detail, indent=2) + "\n",
+                            content_type="application/json", status=200 if ready else 503)
+
+    return handle
