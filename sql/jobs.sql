@@ -1,5 +1,5 @@
--- Named queries of the scheduled jobs (verifier/jobs.py) and of what reports on them
--- (verifier/status.py, verifier/metrics.py). Parameters only, never interpolation.
+-- Named queries of the scheduled jobs (verifier/jobs.py) and of what reports on the daemon
+-- (verifier/status.py, verifier/metrics.py, verifier/doctor.py). Parameters only.
 -- Job locks are transaction-level advisory locks (402, 20 + n), released with the transaction.
 
 -- name: try_job_lock
@@ -80,3 +80,6 @@ SELECT chain, status, count(*) AS n FROM verifier.claims GROUP BY chain, status
 
 -- name: ping
 SELECT 1
+
+-- name: server_version
+SELECT current_setting('server_version') AS version

@@ -48,7 +48,9 @@ async def _run(cfg: config_mod.Config, url: str) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    daemon = Daemon(cfg, url)
+    from verifier.systemd import Notifier
+
+    daemon = Daemon(cfg, url, notifier=Notifier.from_env(os.environ))
     try:
         await daemon.start()
         await daemon.run(stop)
@@ -119,7 +121,40 @@ def _cmd_claim(args: argparse.Namespace) -> int:
 def _cmd_status(args: argparse.Namespace) -> int:
     from verifier import status
 
-    return status.show(_database_url(), as_json=args.json)
+    try:
+        chains = config_mod.load(os.environ).chains  # for the heads; optional
+    except ConfigError:
+        chains = {}
+    return status.show(_database_url(), chains, as_json=args.json)
+
+
+def _cmd_jobs(args: argparse.Namespace) -> int:
+    from verifier import jobs
+
+    settings = config_mod.load_jobs(os.environ)
+    logs.configure(settings.log_format)
+    if args.hour is not None and args.job != "analytics":
+        raise ConfigError("--hour: only the analytics job takes an hour")
+    url = db.resolve_url(settings.database_url, settings.embedded_dir)
+    run = asyncio.run(jobs.run_once(url, args.job, hour=args.hour,
+                                    backfill_hours=settings.analytics_backfill_hours,
+                                    retention_days=settings.usage_retention_days))
+    _print({"job": run.job, "status": run.status, "seconds": round(run.seconds, 3),
+            **run.detail})
+    return EXIT_FAILURE if run.status == "failed" else EXIT_OK
+
+
+def _hour(text: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time") from None
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from verifier import doctor
+
+    return doctor.run(os.environ)
 
 
 def _chain(cfg: config_mod.Config, name: str) -> config_mod.ChainConfig:
@@ -169,9 +204,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--proof", help="the payer's signature over the claim message")
     p.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the verdict")
     p.set_defaults(func=_cmd_claim)
-    p = sub.add_parser("status", help="cursors, lag, pending payments and waiting claims")
+    p = sub.add_parser("status", help="heads, cursors, lag, pending payments, waiting claims, "
+                                      "last job runs")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_status)
+    p = sub.add_parser("jobs", help="scheduled maintenance jobs")
+    jobs_sub = p.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")
+    p = jobs_sub.add_parser("run", help="run one job once, under its lock (for cron or timers)")
+    p.add_argument("job", choices=("cleanup", "analytics", "retention"))
+    p.add_argument("--hour", type=_hour, help="analytics: the hour to (re)compute, ISO 8601, "
+                                              "UTC unless it says otherwise")
+    p.set_defaults(func=_cmd_jobs)
+    p = sub.add_parser("doctor", help="check configuration, database, migrations and every RPC")
+    p.set_defaults(func=_cmd_doctor)
     for register in EXTRA_COMMANDS:
         register(sub)
     return parser

@@ -1,39 +1,120 @@
-"""`x402-verifier status`: where each chain's watcher stands, from the database."""
+"""`x402-verifier status`: where each chain stands, and the last runs of the scheduled jobs.
+
+Cursors, pending payments and waiting claims come from the database. The head comes from the
+chain's RPC when the chains are configured (else '-'). Lag is head minus cursor on EVM chains;
+on Solana the cursor is the slot of the newest signature seen on a payment token account, which
+stays put while nobody pays, so its lag is not shown here (the daemon's /metrics has it).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
 
+from verifier.config import ChainConfig
+from verifier.errors import RpcError, VerifierError
 from verifier.sqlfiles import queries
 
+HEAD_TIMEOUT = 10.0
 
-def gather(url: str) -> list[dict]:
+
+def gather(url: str, chains: Mapping[str, ChainConfig]) -> dict[str, Any]:
     with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
-        return list(conn.execute(queries()["chain_status"]).fetchall())
+        cursors = {r["chain"]: r for r in conn.execute(queries()["chain_status"]).fetchall()}
+        runs = list(conn.execute(queries("jobs.sql")["last_job_runs"]).fetchall())
+    heads = asyncio.run(_heads(chains)) if chains else {}
+    names = list(chains) + sorted(set(cursors) - set(chains))
+    return {"chains": [_chain_row(n, cursors.get(n), heads.get(n), chains.get(n)) for n in names],
+            "jobs": [_job_row(r) for r in runs]}
 
 
-def show(url: str, *, as_json: bool = False) -> int:
-    rows = gather(url)
+def _chain_row(name: str, cursor: dict[str, Any] | None, head: int | str | None,
+               cfg: ChainConfig | None) -> dict[str, Any]:
+    position = cursor["position"] if cursor else None
+    evm = (cfg.kind if cfg else ("solana" if name == "solana" else "evm")) == "evm"
+    return {
+        "chain": name,
+        "head": head if isinstance(head, int) else None,
+        "head_error": head if isinstance(head, str) else None,
+        "cursor": position,
+        "lag": head - position if evm and isinstance(head, int) and position is not None
+        else None,
+        "cursor_updated_at": cursor["updated_at"] if cursor else None,
+        "pending_payments": cursor["pending_payments"] if cursor else 0,
+        "waiting_claims": cursor["waiting_claims"] if cursor else 0,
+    }
+
+
+def _job_row(r: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "job": r["job"], "status": r["status"], "slot": r["slot"],
+        "started_at": r["started_at"],
+        "seconds": round((r["finished_at"] - r["started_at"]).total_seconds(), 3),
+        "detail": r["detail"], "instance": r["instance"], "last_ok_at": r["last_ok_at"],
+    }
+
+
+async def _heads(chains: Mapping[str, ChainConfig]) -> dict[str, int | str]:
+    """Each chain's head, or why it could not be read."""
+    names = list(chains)
+    found = await asyncio.gather(*(_head(chains[n]) for n in names))
+    return dict(zip(names, found, strict=True))
+
+
+async def _head(cfg: ChainConfig) -> int | str:
+    from verifier.chains import open_adapter
+
+    try:
+        async with asyncio.timeout(HEAD_TIMEOUT):
+            adapter = await open_adapter(cfg)
+            try:
+                return (await adapter.view()).head
+            finally:
+                await adapter.close()
+    except (RpcError, VerifierError, TimeoutError, OSError) as exc:
+        return f"{exc.__class__.__name__}: {exc}".strip()
+
+
+def show(url: str, chains: Mapping[str, ChainConfig], *, as_json: bool = False) -> int:
+    report = gather(url, chains)
     if as_json:
-        print(json.dumps(rows, default=_default, indent=2))
+        print(json.dumps(report, default=_default, indent=2))
         return 0
-    if not rows:
-        print("no chain has been scanned yet")
-        return 0
-    header = ("chain", "cursor", "updated", "pending payments", "waiting claims")
-    table = [header] + [
-        (r["chain"], str(r["position"]), _age(r["updated_at"]), str(r["pending_payments"]),
-         str(r["waiting_claims"]))
-        for r in rows
-    ]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    for row in table:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+    rows = [("chain", "head", "cursor", "lag", "cursor updated", "pending payments",
+             "waiting claims")]
+    rows += [(c["chain"], _cell(c["head"]), _cell(c["cursor"]), _cell(c["lag"]),
+              _age(c["cursor_updated_at"]), str(c["pending_payments"]), str(c["waiting_claims"]))
+             for c in report["chains"]]
+    _table(rows, empty="no chain configured or scanned yet")
+    for c in report["chains"]:
+        if c["head_error"]:
+            print(f"  {c['chain']}: head unavailable: {c['head_error']}")
+    print()
+    jobs = [("job", "last run", "status", "seconds", "detail", "last ok")]
+    jobs += [(j["job"], _age(j["started_at"]), j["status"], f"{j['seconds']:.3f}",
+              json.dumps(j["detail"], sort_keys=True), _age(j["last_ok_at"]))
+             for j in report["jobs"]]
+    _table(jobs, empty="no job has run yet")
     return 0
+
+
+def _table(rows: list[tuple[str, ...]], *, empty: str) -> None:
+    if len(rows) == 1:
+        print(empty)
+        return
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _cell(value: object) -> str:
+    return "-" if value is None else str(value)
 
 
 def _age(when: datetime | None) -> str:

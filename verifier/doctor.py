@@ -1,0 +1,157 @@
+"""`x402-verifier doctor`: checks what the daemon needs, one verdict per line, exit 0 or 1.
+
+  config       the environment (and X402_CONFIG_FILE) parses and validates
+  database     PostgreSQL answers (DATABASE_URL, or the embedded server when it is unset)
+  migrations   every migration of this version is applied, none was edited afterwards, and the
+               database has none this version does not know
+  rpc          each endpoint of each chain, on its own: EVM eth_chainId equals the configured
+               chain id and the USDC address has code; Solana the adapter's start-up check
+               (healthy, the USDC mint exists with 6 decimals under a token program)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+import psycopg
+
+from verifier import config as config_mod
+from verifier import db, migrate
+from verifier.errors import ConfigError, MigrationError, VerifierError
+from verifier.sqlfiles import queries
+
+RPC_TIMEOUT = 15.0
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+    def line(self, width: int) -> str:
+        return f"{'OK' if self.ok else 'FAIL':<4}  {self.name:<{width}}  {self.detail}"
+
+
+def run(env: Mapping[str, str]) -> int:
+    checks: list[Check] = []
+    width = 0
+    for check in diagnose(env):
+        checks.append(check)
+        width = max(width, len(check.name), 10)
+        print(check.line(width), flush=True)
+    failed = [c for c in checks if not c.ok]
+    print(f"doctor: {len(checks) - len(failed)} of {len(checks)} checks passed"
+          + (f", {len(failed)} failed" if failed else ""))
+    return 1 if failed else 0
+
+
+def diagnose(env: Mapping[str, str]) -> Iterator[Check]:
+    cfg: config_mod.Config | None = None
+    try:
+        cfg = config_mod.load(env)
+        yield Check("config", True, _describe_config(cfg))
+    except ConfigError as exc:
+        yield Check("config", False, str(exc))
+    check, url = _database(env)
+    yield check
+    if url is not None:
+        yield _migrations(url)
+    if cfg is not None:
+        for chain in cfg.chains.values():
+            for rpc_url in chain.rpc_urls:
+                yield asyncio.run(_endpoint(chain, rpc_url))
+
+
+def _describe_config(cfg: config_mod.Config) -> str:
+    chains = ", ".join(f"{c.name} ({len(c.rpc_urls)} RPC, {len(c.payment_addresses)} payee)"
+                       for c in cfg.chains.values())
+    metrics = "off" if cfg.metrics_addr is None else "{}:{}".format(*cfg.metrics_addr)
+    return f"chains {chains}; claim proof {cfg.claim_proof}; metrics {metrics}"
+
+
+def _database(env: Mapping[str, str]) -> tuple[Check, str | None]:
+    try:
+        settings = config_mod.load_database(env)
+        url = db.resolve_url(settings.database_url, settings.embedded_dir)
+        with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+            version = conn.execute(queries("jobs.sql")["server_version"]).fetchone()
+            where = f"{conn.info.host or 'socket'}/{conn.info.dbname}"
+    except (psycopg.Error, VerifierError) as exc:
+        return Check("database", False, f"{exc.__class__.__name__}: {exc}".strip()), None
+    embedded = "" if settings.database_url else " (embedded; DATABASE_URL is not set)"
+    return Check("database", True, f"PostgreSQL {version[0] if version else '?'} at {where}"
+                 + embedded), url
+
+
+def _migrations(url: str) -> Check:
+    q = queries("migrations.sql")
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+            present = conn.execute(q["ledger_exists"]).fetchone()
+            applied = dict(conn.execute(q["applied"]).fetchall()) if present and present[0] \
+                else {}
+        known = migrate.discover()
+        todo = migrate.pending(known, applied)
+    except (psycopg.Error, MigrationError) as exc:
+        return Check("migrations", False, str(exc))
+    unknown = sorted(set(applied) - {m.filename for m in known})
+    if todo:
+        return Check("migrations", False, "pending: " + ", ".join(m.filename for m in todo)
+                     + "; run `x402-verifier migrate`")
+    if unknown:
+        return Check("migrations", False, "applied but unknown to this version (the database "
+                     "is newer than this program): " + ", ".join(unknown))
+    return Check("migrations", True, f"{len(applied)} applied, none pending, none edited")
+
+
+async def _endpoint(chain: config_mod.ChainConfig, url: str) -> Check:
+    name = f"rpc {chain.name}"
+    try:
+        async with asyncio.timeout(RPC_TIMEOUT):
+            if chain.kind == "evm":
+                detail = await _evm_endpoint(chain, url)
+            else:
+                detail = await _solana_endpoint(chain, url)
+    except TimeoutError:
+        return Check(name, False, f"{url}: no answer within {RPC_TIMEOUT:.0f}s")
+    except VerifierError as exc:
+        return Check(name, False, f"{url}: {exc}")
+    return Check(name, not detail.startswith("!"), f"{url}: {detail.removeprefix('!')}")
+
+
+async def _evm_endpoint(chain: config_mod.ChainConfig, url: str) -> str:
+    """A detail line; a leading '!' marks a failure."""
+    from verifier.rpc.evm import EvmRpc
+
+    rpc = EvmRpc(chain.name, [url], timeout=chain.rpc_timeout)
+    await rpc.open()
+    try:
+        endpoint = rpc.endpoints[0]
+        chain_id = int(await rpc.request_on(endpoint, "eth_chainId", []), 16)
+        if chain_id != chain.chain_id:
+            return (f"!chain id {chain_id}, expected {chain.chain_id} "
+                    f"(X402_{chain.name.upper()}_CHAIN_ID)")
+        code = await rpc.request_on(endpoint, "eth_getCode", [chain.usdc, "latest"])
+        size = (len(code) - 2) // 2 if isinstance(code, str) and code.startswith("0x") else 0
+        if size == 0:
+            return f"!chain id {chain_id}, but no contract code at USDC {chain.usdc}"
+        head = int(await rpc.request_on(endpoint, "eth_blockNumber", []), 16)
+        return f"chain id {chain_id}, USDC {chain.usdc} has {size} bytes of code, head {head}"
+    finally:
+        await rpc.close()
+
+
+async def _solana_endpoint(chain: config_mod.ChainConfig, url: str) -> str:
+    from verifier.chains import open_adapter
+
+    adapter = await open_adapter(dataclasses.replace(chain, rpc_urls=(url,)))
+    try:
+        await adapter.startup_check()
+        slot = (await adapter.view()).head
+    finally:
+        await adapter.close()
+    return f"healthy, USDC mint {chain.usdc} present with 6 decimals, finalized slot {slot}"
