@@ -7,8 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from tests.support.anvil import Anvil
-from tests.support.evm import USDC_BASE, EvmDevnet
+from tests.support.evm import EvmDevnet, local_devnet
 
 PAYEE = "0x2222222222222222222222222222222222222222"
 OTHER = "0x3333333333333333333333333333333333333333"
@@ -16,21 +15,20 @@ OTHER = "0x3333333333333333333333333333333333333333"
 
 @dataclass
 class Chain:
-    node: Anvil
     devnet: EvmDevnet
     lookalike: str
 
     @property
     def url(self) -> str:
-        return self.node.url
+        return self.devnet.url
 
 
 @contextmanager
-def fresh_chain(chain_id: int = 8453) -> Iterator[Chain]:
-    with Anvil(chain_id=chain_id) as node:
-        devnet = EvmDevnet(node.url)
-        devnet.install_usdc(USDC_BASE)
-        yield Chain(node, devnet, devnet.deploy_lookalike())
+def fresh_chain(chain: str = "base") -> Iterator[Chain]:
+    """A new anvil for one test: reorgs and kills need a chain of their own."""
+    with local_devnet(chain) as devnet:
+        assert devnet.lookalike is not None
+        yield Chain(devnet, devnet.lookalike)
 
 
 def daemon_env(url: str, **overrides: str) -> dict[str, str]:

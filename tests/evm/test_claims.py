@@ -68,7 +68,7 @@ async def test_a_valid_proof_gets_a_token_that_buys_requests(chain, database_url
                                    "no_proof", "other_chain"])
 async def test_forged_proofs_are_rejected(chain, database_url, forge):
     tx, payer = paid(chain)
-    token, token_hash = api.new_token()
+    _, token_hash = api.new_token()
     proofs = {
         "random_bytes": "0x" + secrets.token_hex(65),
         "other_token_hash": proof_for(payer, tx, api.new_token()[1]),

@@ -48,7 +48,7 @@ async def test_payment_is_pending_then_verified_after_n_confirmations(chain, dat
         assert status_of(database_url, tx) == "pending"  # 2 of 3 confirmations: not yet
         d.mine(1)
         await eventually(lambda: status_of(database_url, tx) == "verified")
-    status, amount, confs, requests, sender, payee, verified_at, expires_at, _ = payment(
+    _, amount, confs, requests, sender, payee, verified_at, expires_at, _ = payment(
         database_url, tx)
     assert amount == Decimal("1.234567")
     assert requests == 1_234  # floor(1.234567 / 0.001)
@@ -208,7 +208,7 @@ def test_killed_between_batches_and_restarted_neither_loses_nor_repeats(chain, d
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             seen = query(database_url, count)[0][0]
-            _wait_sync(lambda: query(database_url, count)[0][0] > seen, proc)
+            _wait_sync(lambda seen=seen: query(database_url, count)[0][0] > seen, proc)
         finally:
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
