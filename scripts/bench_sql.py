@@ -60,13 +60,21 @@ class Figure:
     p99_ms: float
     promise_ms: float | None
     rows: int
+    server_median_ms: float | None = None
+    server_p99_ms: float | None = None
 
     @property
     def verdict(self) -> str:
-        if self.promise_ms is None:
+        promise = self.promise_ms
+        if promise is None:
             return "(no promise)"
-        return "meets" if self.p99_ms < self.promise_ms else (
-            "median meets, p99 misses" if self.median_ms < self.promise_ms else "MISSES")
+        if self.p99_ms < promise:
+            return "meets"
+        if self.server_p99_ms is not None and self.server_p99_ms < promise:
+            return "server meets; client p99 over"
+        if self.median_ms < promise or (self.server_median_ms or promise) < promise:
+            return "median meets, p99 over"
+        return "MISSES"
 
 
 def say(msg: str) -> None:
@@ -100,6 +108,9 @@ def fill(url: str, scale: float) -> None:
               lambda: conn.execute(Q["settle_payments"]))
         timed(f"{DAYS * 24 * 3:,} analytics rows (update_x402_analytics per hour)",
               lambda: conn.execute(Q["fill_analytics"], {"days": DAYS}))
+        # Usage arrives in time order in a running system; the fill does not, so the table is
+        # put in that order (heap and indexes) before anything is measured.
+        timed("CLUSTER x402_usage in created_at order", lambda: conn.execute(Q["cluster_usage"]))
         timed("VACUUM ANALYZE", lambda: conn.execute(Q["vacuum_analyze"]))
 
 
@@ -114,10 +125,10 @@ def fill_usage(conn: psycopg.Connection, payments: int, target: int) -> None:
         say(f"    {done:,} usage rows")
 
 
-def one(conn: psycopg.Connection, query: str, params: dict[str, Any] | None = None) -> tuple:
+def one(conn: psycopg.Connection, query: str | sql.Composed, params: dict[str, Any] | None = None) -> tuple:
     row = conn.execute(query, params).fetchone()
     if row is None:
-        raise SystemExit(f"bench: no row from {query[:40]!r}")
+        raise SystemExit(f"bench: no row from {query!r}")
     return row
 
 
@@ -149,6 +160,8 @@ def sample(conn: psycopg.Connection, name: str, n: int) -> list[Any]:
 
 
 def measure(conn: psycopg.Connection, case: Case, runs: int) -> Figure:
+    """Client-side wall time of the prepared statement (round trip and decoding included), then
+    the server's own execution time from EXPLAIN ANALYZE over as many runs (at most 100)."""
     times: list[float] = []
     rows = 0
     for i in range(runs):
@@ -157,9 +170,18 @@ def measure(conn: psycopg.Connection, case: Case, runs: int) -> Figure:
         cur = conn.execute(case.query, params, prepare=True)
         rows = len(cur.fetchall())
         times.append((time.perf_counter_ns() - start) / 1e6)
-    times.sort()
-    p99 = times[max(0, math.ceil(0.99 * len(times)) - 1)]
-    return Figure(case.label, runs, statistics.median(times), p99, case.promise_ms, rows)
+    explain = sql.Composed([sql.SQL(Q["explain"]), sql.SQL("\n"), sql.SQL(case.query)])
+    server = []
+    for i in range(min(runs, 100)):
+        plan = one(conn, explain, case.params(i) if case.params else None)[0]
+        server.append(float(plan[0]["Execution Time"]))
+    return Figure(case.label, runs, statistics.median(times), p99(times), case.promise_ms, rows,
+                  statistics.median(server), p99(server))
+
+
+def p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(0.99 * len(ordered)) - 1)]
 
 
 def read_cases(conn: psycopg.Connection, runs: int) -> list[Case]:
@@ -201,7 +223,8 @@ def run_cases(conn: psycopg.Connection, cases: list[Case], runs: int) -> Iterato
         for _ in range(min(5, n)):  # warm the plan cache and shared buffers
             conn.execute(case.query, case.params(0) if case.params else None, prepare=True)
         figure = measure(conn, case, n)
-        say(f"  {figure.label}: median {figure.median_ms:.3f} ms, p99 {figure.p99_ms:.3f} ms")
+        say(f"  {figure.label}: median {figure.median_ms:.3f} ms, p99 {figure.p99_ms:.3f} ms "
+            f"(server {figure.server_median_ms:.3f} / {figure.server_p99_ms:.3f} ms)")
         yield figure
 
 
@@ -233,12 +256,15 @@ def worst_case(conn: psycopg.Connection, runs: int) -> list[Figure]:
 # --- the report ---------------------------------------------------------------------------------
 
 def table(figures: list[Figure]) -> str:
-    lines = ["| statement | runs | rows | median ms | p99 ms | guide's promise | |",
-             "|---|---:|---:|---:|---:|---|---|"]
+    lines = ["| statement | runs | rows | median ms | p99 ms | server median ms | server p99 ms "
+             "| guide's promise | |",
+             "|---|---:|---:|---:|---:|---:|---:|---|---|"]
     for f in figures:
         promise = f"< {f.promise_ms:g} ms" if f.promise_ms is not None else "-"
+        server = (f"{f.server_median_ms:.3f} | {f.server_p99_ms:.3f}"
+                  if f.server_median_ms is not None and f.server_p99_ms is not None else "- | -")
         lines.append(f"| {f.label} | {f.runs} | {f.rows:,} | {f.median_ms:.3f} | "
-                     f"{f.p99_ms:.3f} | {promise} | {f.verdict} |")
+                     f"{f.p99_ms:.3f} | {server} | {promise} | {f.verdict} |")
     return "\n".join(lines)
 
 

@@ -175,3 +175,10 @@ SELECT to_regclass('x402_usage') IS NOT NULL
 
 -- name: server_version
 SHOW server_version
+
+-- name: cluster_usage
+CLUSTER x402_usage USING idx_x402_usage_created_at
+
+-- The server's own time for one statement (the statement follows this prefix).
+-- name: explain
+EXPLAIN (ANALYZE, TIMING OFF, FORMAT JSON)
