@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from verifier import config, db, migrate
 from verifier.config import base_units_to_usdc, usdc_to_base_units
+from verifier.errors import VerifierError
 from verifier.sqlfiles import queries
 
 Q = queries("demo.sql")
@@ -251,6 +252,14 @@ def format_table(columns: list[str], rows: list[tuple]) -> str:
 
 
 def main() -> int:
+    try:
+        return run()
+    except VerifierError as exc:  # a bad setting, or migrations that cannot be applied
+        print(f"demo: {exc}", file=sys.stderr)
+        return 1
+
+
+def run() -> int:
     url = connect()
     apply_migrations(url)
     with psycopg.connect(url, autocommit=True) as conn:
