@@ -89,6 +89,7 @@ class SolanaServer:
         self.accept_batches = True
         self.calls: Counter[str] = Counter()
         self.errors: Counter[int] = Counter()  # JSON-RPC error codes and HTTP statuses sent
+        self.http_requests = 0
         self.ledger: list[Landed] = []
         self._by_signature: dict[str, Landed] = {}
         self._by_address: dict[str, list[Landed]] = {}
@@ -160,6 +161,7 @@ class SolanaServer:
         with self._lock:
             self.calls.clear()
             self.errors.clear()
+            self.http_requests = 0
 
     def _take_fault(self, method: str, params: list[Any]) -> _Injected | None:
         with self._lock:
@@ -296,6 +298,8 @@ class SolanaServer:
     # --- JSON-RPC ----------------------------------------------------------------------------
 
     async def _http(self, request: web.Request) -> web.Response:
+        with self._lock:
+            self.http_requests += 1
         if self.latency:
             await asyncio.sleep(self.latency)
         try:
