@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 
+import psycopg
 import pytest
 
 from verifier import embedded
@@ -15,3 +17,17 @@ def pg_env() -> dict[str, str]:
     env.pop("DATABASE_URL", None)
     env["PATH"] = f"{embedded.bin_dir()}{os.pathsep}{env.get('PATH', '')}"
     return env
+
+
+@pytest.fixture
+def conn_of() -> Iterator[Callable[[str], psycopg.Connection]]:
+    """Opens autocommit connections to any test database, closed after the test."""
+    opened: list[psycopg.Connection] = []
+
+    def connect(url: str) -> psycopg.Connection:
+        opened.append(psycopg.connect(url, autocommit=True))
+        return opened[-1]
+
+    yield connect
+    for c in opened:
+        c.close()
