@@ -129,7 +129,10 @@ class Watcher:
 
     async def check_reorgs(self, view: ChainView) -> None:
         since = max(0, view.head - max(self.cfg.reorg_window, self.cfg.confirmations + 1))
-        stored = await self.store.recent_blocks(self.chain, since)
+        # Blocks above the head the node reports are left for later: a lagging node says
+        # nothing about them.
+        stored = [(n, h) for n, h in await self.store.recent_blocks(self.chain, since)
+                  if n <= view.head]
         if not stored:
             return
         current = await self.adapter.block_hashes([n for n, _ in stored])
@@ -142,6 +145,10 @@ class Watcher:
         first_bad = gone[0][0]
         good = [n for n, h in stored if n < first_bad and current.get(n) == h]
         last_good = good[-1] if good else max(-1, since - 1)
+        # Blocks of payments looked up for claims may lie ahead of the cursor: never move it on.
+        scanned = await self.store.cursors(self.chain)
+        if scanned and scanned[0].position < last_good:
+            last_good = scanned[0].position
         cursor = Cursor(self.chain, "", last_good, current.get(last_good))
         reorged = await self.store.rewind(self.chain, gone, cursor)
         log.warning("reorg_detected", chain=self.chain, fork_after=last_good,

@@ -180,7 +180,11 @@ class EvmAdapter:
             blocks = await self.rpc.batch([("eth_getBlockByNumber", [hex(n), False])
                                            for n in chunk])
             for n, block in zip(chunk, blocks, strict=True):
-                found[n] = str(block["hash"]).lower() if isinstance(block, dict) else None
+                if not isinstance(block, dict) or not isinstance(block.get("hash"), str):
+                    # Asked only for blocks at or below the head: a node that has no such block
+                    # is lagging or broken, which must never be mistaken for a reorg.
+                    raise RetriableRpcError(f"{self.chain}: node has no block {n}")
+                found[n] = block["hash"].lower()
         return found
 
     async def lookup(self, tx_hash: str) -> Lookup:

@@ -130,6 +130,7 @@ class EndpointPool:
             return min(max(exc.retry_after, 0.0), self.policy.max_retry_after)
         if len(self.endpoints) > 1 and any(e.available(time.monotonic()) for e in self.endpoints):
             return 0.0  # another endpoint is ready: fail over at once
-        backoff = wait_exponential_jitter(initial=self.policy.initial_wait,
-                                          max=self.policy.max_wait)
+        backoff = wait_exponential_jitter(multiplier=self.policy.initial_wait,
+                                          max=self.policy.max_wait,
+                                          jitter=self.policy.initial_wait)
         return float(backoff(state))
