@@ -7,7 +7,7 @@ with one line naming the variable; nothing else in the program reads ``os.enviro
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
@@ -246,7 +246,7 @@ class _Reader:
         raw = self.get(key) or default
         return [part.strip() for part in raw.split(",") if part.strip()]
 
-    def convert(self, key: str, raw: str, fn):  # type: ignore[no-untyped-def]
+    def convert(self, key: str, raw: str, fn: Callable[[str], str]) -> str:
         try:
             return fn(raw)
         except ValueError as exc:

@@ -100,8 +100,9 @@ class Daemon:
         q = queries("migrations.sql")
         async with self.pool.connection() as conn:
             present = await (await conn.execute(q["ledger_exists"])).fetchone()
-            applied = dict(await (await conn.execute(q["applied"])).fetchall()) \
-                if present and present[0] else {}
+            applied: dict[str, str] = {}
+            if present and present[0]:
+                applied = dict(await (await conn.execute(q["applied"])).fetchall())
         try:
             todo = migrate.pending(migrate.discover(), applied)
         except MigrationError as exc:

@@ -12,10 +12,8 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from verifier.config import base_units_to_usdc, usdc_decimal_to_base_units
@@ -174,7 +172,8 @@ class Store:
             return None
         pid, status, sender, amount, claimed = row[7:]
         payment = PaymentRow(pid, status, sender, _units(amount), claimed) if pid else None
-        return Claim(*row[:7], payment=payment)
+        cid, chain, tx_hash, token_hash, proof, attempts, age = row[:7]
+        return Claim(cid, chain, tx_hash, token_hash, proof, attempts, age, payment)
 
     async def payment(self, chain: str, tx_hash: str) -> PaymentRow | None:
         async with _db("read payment"), self.pool.connection() as conn:
@@ -221,14 +220,6 @@ class Store:
             await conn.execute(self.q["defer_claim"], {
                 "claim_id": claim.id, "delay": delay, "reason": reason, "payment_id": payment_id,
             })
-
-    async def chain_status(self) -> list[dict[str, Any]]:
-        async with _db("read status"), self.pool.connection() as conn:
-            conn.row_factory = dict_row  # type: ignore[assignment]
-            try:
-                return list(await (await conn.execute(self.q["chain_status"])).fetchall())
-            finally:
-                conn.row_factory = psycopg.rows.tuple_row  # type: ignore[assignment]
 
 
 def _units(amount: Decimal) -> int:

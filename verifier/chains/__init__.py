@@ -17,7 +17,7 @@ async def open_adapter(cfg: ChainConfig, observe: Observer | None = None) -> Cha
                      timeout=cfg.rpc_timeout, observe=observe)
         await rpc.open()
         return EvmAdapter(cfg, rpc)
-    from verifier.chains.solana import SolanaAdapter  # type: ignore[import-not-found]
+    from verifier.chains.solana import SolanaAdapter
 
     adapter = SolanaAdapter(cfg, observe=observe)
     await adapter.open()

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from verifier.models import ChainView, Cursor, Observed
+from verifier.models import ChainView, Cursor, Lookup, Observed
 
 
 @dataclass
@@ -39,8 +39,10 @@ class ChainAdapter(Protocol):
     async def block_hashes(self, numbers: Sequence[int]) -> dict[int, str | None]:
         """Current canonical hashes for reorg checks; {} where the chain has no reorgs to check."""
 
-    async def lookup(self, tx_hash: str): ...  # -> verifier.models.Lookup
+    async def lookup(self, tx_hash: str) -> Lookup:
+        """One transaction looked up on demand (for a claim)."""
 
-    async def verify_proof(self, payer: str, message: bytes, proof: str) -> bool: ...
+    async def verify_proof(self, payer: str, message: str, proof: str | None) -> bool:
+        """True when `proof` is the payer's signature over the claim message."""
 
     async def close(self) -> None: ...

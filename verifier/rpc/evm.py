@@ -92,7 +92,7 @@ class EvmRpc:
         provider = _provider(endpoint)
         self.requests += 1
         try:
-            answer = await provider.make_request(method, params)  # type: ignore[arg-type]
+            answer = await provider.make_request(method, params)  # type: ignore[arg-type,unused-ignore]
         except Exception as exc:
             raise transport_error(exc, endpoint.url) from exc
         return result_of(answer, method, endpoint.url)
@@ -118,7 +118,9 @@ class EvmRpc:
 def _provider(endpoint: Endpoint) -> AsyncHTTPProvider:
     w3 = endpoint.client
     assert isinstance(w3, AsyncWeb3), "EvmRpc.open() was not awaited"
-    return w3.provider  # type: ignore[return-value]
+    provider = w3.provider
+    assert isinstance(provider, AsyncHTTPProvider)
+    return provider
 
 
 def result_of(answer: Any, method: str, endpoint: str) -> Any:
@@ -156,7 +158,8 @@ def transport_error(exc: BaseException, endpoint: str) -> RpcError:
     if isinstance(exc, aiohttp.ClientResponseError):
         text = f"HTTP {exc.status} {exc.message}".strip()
         if exc.status == 429:
-            retry_after = parse_retry_after((exc.headers or {}).get("Retry-After"))
+            headers = exc.headers if exc.headers is not None else {}
+            retry_after = parse_retry_after(headers.get("Retry-After"))
             return RetriableRpcError(text, endpoint=endpoint, code=429, retry_after=retry_after)
         if exc.status >= 500 or exc.status == 408:
             return RetriableRpcError(text, endpoint=endpoint, code=exc.status)
