@@ -236,3 +236,20 @@ def _wait_sync(predicate, proc, within: float = 30.0) -> None:
         assert proc.poll() is None, f"daemon exited with {proc.returncode}"
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.01)
+
+
+async def test_safe_finality_follows_the_nodes_safe_tag(chain, database_url):
+    d = chain.devnet
+    payer = d.accounts[9]
+    d.mint(payer, 10_000_000)
+    tx = d.transfer(payer, PAYEE, 1_000_000)
+    block = int(d.receipt(tx)["blockNumber"], 16)
+    env = daemon_env(chain.url, X402_BASE_FINALITY="safe", X402_BASE_CONFIRMATIONS="1")
+    async with running_daemon(env, database_url):
+        d.mine(30)  # anvil's safe block trails its head by 32
+        assert int(d.block("safe")["number"], 16) < block
+        await eventually(lambda: (p := payment(database_url, tx)) and p[2] == 31)
+        assert status_of(database_url, tx) == "pending"
+        d.mine(2)
+        assert int(d.block("safe")["number"], 16) == block
+        await eventually(lambda: status_of(database_url, tx) == "verified")
