@@ -1,6 +1,5 @@
 """Where RPC errors arrive they are sorted once: range, retriable or final."""
 
-import asyncio
 
 import aiohttp
 import pytest
@@ -55,7 +54,7 @@ def test_http_429_carries_retry_after():
     (_http(502), RetriableRpcError),
     (_http(503), RetriableRpcError),
     (_http(401), FinalRpcError),
-    (asyncio.TimeoutError(), RetriableRpcError),
+    (TimeoutError(), RetriableRpcError),
     (aiohttp.ClientConnectionError("reset"), RetriableRpcError),
     (ValueError("Expecting value: line 1 column 1"), RetriableRpcError),
 ])

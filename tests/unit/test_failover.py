@@ -1,0 +1,86 @@
+"""Failover and retry policy of the endpoint pool, driven by operations that fail on purpose."""
+
+import asyncio
+import time
+
+import pytest
+
+from verifier.errors import FinalRpcError, RetriableRpcError
+from verifier.rpc.failover import EndpointPool, RetryPolicy
+
+FAST = RetryPolicy(attempts=4, initial_wait=0.001, max_wait=0.002, cooldown=0.05,
+                   max_cooldown=0.05, max_retry_after=0.05)
+
+
+def pool(*urls: str) -> EndpointPool:
+    return EndpointPool("base", urls, concurrency=2, policy=FAST)
+
+
+async def test_a_final_error_is_not_retried():
+    p = pool("http://a")
+    calls = []
+
+    async def op(endpoint):
+        calls.append(endpoint.url)
+        raise FinalRpcError("invalid params")
+
+    with pytest.raises(FinalRpcError):
+        await p.call("eth_call", op)
+    assert calls == ["http://a"]
+
+
+async def test_retriable_errors_are_retried_until_the_attempts_run_out():
+    p = pool("http://a")
+    calls = []
+
+    async def op(endpoint):
+        calls.append(endpoint.url)
+        raise RetriableRpcError("timed out")
+
+    with pytest.raises(RetriableRpcError):
+        await p.call("eth_blockNumber", op)
+    assert len(calls) == FAST.attempts
+
+
+async def test_failover_to_the_second_then_back_to_the_first_after_its_cooldown():
+    p = pool("http://a", "http://b")
+    first_down = True
+    served = []
+
+    async def op(endpoint):
+        if endpoint.url == "http://a" and first_down:
+            raise RetriableRpcError("connection refused")
+        served.append(endpoint.url)
+        return endpoint.url
+
+    assert await p.call("eth_blockNumber", op) == "http://b"
+    assert await p.call("eth_blockNumber", op) == "http://b"  # a is cooling down
+    first_down = False
+    await asyncio.sleep(FAST.cooldown + 0.01)
+    assert await p.call("eth_blockNumber", op) == "http://a"  # the preferred one is back
+    assert served == ["http://b", "http://b", "http://a"]
+
+
+async def test_retry_after_is_honoured_and_capped():
+    p = pool("http://a")
+    attempts = []
+
+    async def op(endpoint):
+        attempts.append(time.monotonic())
+        if len(attempts) == 1:
+            raise RetriableRpcError("HTTP 429", code=429, retry_after=0.03)
+        return "ok"
+
+    assert await p.call("eth_getLogs", op) == "ok"
+    assert attempts[1] - attempts[0] >= 0.03
+
+
+async def test_errors_name_the_endpoint_that_failed():
+    p = pool("http://a")
+
+    async def op(endpoint):
+        raise FinalRpcError("nope")
+
+    with pytest.raises(FinalRpcError) as err:
+        await p.call("eth_call", op)
+    assert err.value.endpoint == "http://a"
