@@ -31,6 +31,7 @@ from verifier.addresses import canonical_solana_signature
 from verifier.chains.base import ScanResult
 from verifier.chains.solana_rules import (
     TOKEN_PROGRAMS,
+    Outcome,
     UnreadableTransaction,
     associated_token_address,
     judge_transaction,
@@ -294,7 +295,7 @@ class SolanaAdapter:
 
         return await self.rpc.pool.call("getTransaction", op)
 
-    def _judge(self, tx: Any, signature: str):  # -> solana_rules.Outcome
+    def _judge(self, tx: Any, signature: str) -> Outcome:
         try:
             return judge_transaction(tx, signature=signature, payees=self.payees, mint=self.mint,
                                      token_accounts=self.config.token_accounts)
