@@ -77,6 +77,7 @@ class Watcher:
             log.warning("watcher_lock_failed", chain=self.chain, error=str(exc))
             return False
         if self.active:
+            self.last_progress = time.monotonic()  # the watchdog's clock starts at take-over
             log.info("watcher_active", chain=self.chain)
         return self.active
 
