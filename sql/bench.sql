@@ -170,6 +170,9 @@ VACUUM ANALYZE
 -- name: vacuum_payments
 VACUUM ANALYZE x402_payments
 
+-- name: analyze_payments
+ANALYZE x402_payments
+
 -- name: has_schema
 SELECT to_regclass('x402_usage') IS NOT NULL
 
