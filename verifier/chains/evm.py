@@ -25,6 +25,7 @@ from verifier.errors import (
 )
 from verifier.models import ChainView, Cursor, Lookup, Observed, Transfer
 from verifier.rpc.evm import EvmRpc
+from verifier.rpc.failover import Endpoint
 
 from .base import ScanResult
 
@@ -94,7 +95,8 @@ class EvmAdapter:
         reachable = 0
         for endpoint in self.rpc.endpoints:
             try:
-                chain_id = int(await self.rpc.request_on(endpoint, "eth_chainId", []), 16)
+                chain_id = _int(await self.rpc.pool.call_on(
+                    endpoint, "eth_chainId", lambda e: self.rpc.request_on(e, "eth_chainId", [])))
             except RpcError as exc:
                 log.warning("rpc_unreachable_at_start", chain=self.chain, endpoint=endpoint.url,
                             error=str(exc))
@@ -107,8 +109,8 @@ class EvmAdapter:
                 )
         if not reachable:
             raise RetriableRpcError(f"{self.chain}: no RPC endpoint answered eth_chainId")
-        code = await self.rpc.request("eth_getCode", [self.cfg.usdc, "latest"])
-        if not code or code == "0x":
+        code = await self._hex("eth_getCode", [self.cfg.usdc, "latest"])
+        if code == "0x":
             raise ConfigError(
                 f"X402_{self.chain.upper()}_USDC_ADDRESS: no contract code at {self.cfg.usdc}"
             )
@@ -221,19 +223,31 @@ class EvmAdapter:
         return await self._erc1271(payer, message, signature)
 
     async def _erc1271(self, wallet: str, message: str, signature: str) -> bool:
-        code = await self.rpc.request("eth_getCode", [wallet, "latest"])
-        if not code or code == "0x":
+        code = await self._hex("eth_getCode", [wallet, "latest"])
+        if code == "0x":
             return False
         digest = defunct_hash_message(text=message)
         data = ERC1271_SELECTOR + abi_encode(
             ["bytes32", "bytes"], [bytes(digest), bytes.fromhex(signature[2:])]
         ).hex()
         try:
-            result = await self.rpc.request("eth_call", [{"to": wallet, "data": data}, "latest"])
+            result = await self._hex("eth_call", [{"to": wallet, "data": data}, "latest"])
         except FinalRpcError:
             return False  # reverted or refused: not a valid signature
-        return isinstance(result, str) and result.lower().startswith(ERC1271_SELECTOR) \
-            and len(result) >= 66
+        return result.lower().startswith(ERC1271_SELECTOR) and len(result) >= 66
+
+    async def _hex(self, method: str, params: list[Any]) -> str:
+        """A call whose answer is 0x-hex data. Anything else (null...) is the node failing, not
+        "no code" or "not valid": retried like any retriable fault."""
+
+        async def op(endpoint: Endpoint) -> str:
+            answer = await self.rpc.request_on(endpoint, method, params)
+            if not isinstance(answer, str) or not answer.startswith("0x"):
+                raise RetriableRpcError(f"{method}: answered {answer!r:.80} instead of hex data",
+                                        endpoint=endpoint.url)
+            return answer
+
+        return await self.rpc.pool.call(method, op)
 
 
 def _int(value: Any) -> int:

@@ -93,8 +93,24 @@ class EndpointPool:
                 return await self._once(what, op)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _once(self, what: str, op: Callable[[Endpoint], Awaitable[T]]) -> T:
-        endpoint = self.choose()
+    async def call_on(self, endpoint: Endpoint, what: str,
+                      op: Callable[[Endpoint], Awaitable[T]]) -> T:
+        """Like call(), on this endpoint only: start-up checks ask every endpoint in turn, and a
+        passing fault must not make them fail (or skip the endpoint) at once."""
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.policy.attempts),
+            wait=self._backoff,
+            retry=retry_if_exception(lambda e: isinstance(e, RpcError) and e.retriable),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self._once(what, op, endpoint)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _once(self, what: str, op: Callable[[Endpoint], Awaitable[T]],
+                    endpoint: Endpoint | None = None) -> T:
+        endpoint = endpoint or self.choose()
         started = time.monotonic()
         error: BaseException | None = None
         try:
@@ -130,6 +146,12 @@ class EndpointPool:
             return min(max(exc.retry_after, 0.0), self.policy.max_retry_after)
         if len(self.endpoints) > 1 and any(e.available(time.monotonic()) for e in self.endpoints):
             return 0.0  # another endpoint is ready: fail over at once
+        return self._backoff(state)
+
+    def _backoff(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, RetriableRpcError) and exc.retry_after is not None:
+            return min(max(exc.retry_after, 0.0), self.policy.max_retry_after)
         backoff = wait_exponential_jitter(multiplier=self.policy.initial_wait,
                                           max=self.policy.max_wait,
                                           jitter=self.policy.initial_wait)
