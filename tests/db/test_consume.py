@@ -37,6 +37,13 @@ def test_the_last_request_marks_the_payment_used_then_refuses(conn):
     assert data.scalar(conn, USAGE_COUNT) == 2
 
 
+def test_a_verified_payment_with_nothing_left_is_exhausted(conn):
+    pid = data.payment(conn, requests_allocated=4, requests_used=4)  # status still 'verified'
+    tok = data.token(conn, pid)
+    assert data.consume(conn, tok) == (False, 0, "exhausted")
+    assert conn.execute(PAYMENT, {"id": pid}).fetchone() == ("verified", 4)
+
+
 def test_fifty_concurrent_calls_on_twenty_requests(database_url, conn):
     pid = data.payment(conn, requests_allocated=20)
     tok = data.token(conn, pid)

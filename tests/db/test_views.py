@@ -61,7 +61,8 @@ def test_stats_24h_counts_money_received_by_verified_at(conn):
     data.payment(conn, chain="base", status="expired", amount_units=3 * USDC,
                  from_address=BOB, requests_allocated=3000, requests_used=5, verified_at=recent)
     # base: not money received, or not confirmed in the last 24 hours.
-    data.payment(conn, chain="base", status="pending", amount_units=50 * USDC)
+    data.payment(conn, chain="base", status="pending", amount_units=50 * USDC,
+                 verified_at=recent)  # e.g. re-seen after a reorg: still not counted
     data.payment(conn, chain="base", status="underpaid", amount_units=60 * USDC,
                  requests_allocated=0, verified_at=recent)
     data.payment(conn, chain="base", status="reorged", amount_units=70 * USDC,
