@@ -289,7 +289,10 @@ class _Reader:
         return raw
 
     def cron(self, key: str, default: str) -> str:
+        """A 5-field crontab expression (UTC), or 'off' (systemd timers run the job instead)."""
         raw = self.get(key) or default
+        if raw.lower() == "off":
+            return "off"
         if len(raw.split()) != 5:
             raise ConfigError(f"{key}: {raw!r} is not a 5-field cron expression")
         from apscheduler.triggers.cron import CronTrigger

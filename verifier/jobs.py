@@ -219,12 +219,11 @@ def cron(expression: str) -> CronTrigger:
 
 
 def triggers_of(cfg: Config) -> dict[str, BaseTrigger]:
-    """Retention runs on the cleanup schedule: hourly runs keep each batch run small."""
-    return {
-        "cleanup": cron(cfg.cleanup_cron),
-        "analytics": cron(cfg.analytics_cron),
-        "retention": cron(cfg.cleanup_cron),
-    }
+    """Retention runs on the cleanup schedule: hourly runs keep each run small. A schedule set
+    to 'off' is left to `x402-verifier jobs run` (systemd timers, cron)."""
+    schedule = {"cleanup": cfg.cleanup_cron, "analytics": cfg.analytics_cron,
+                "retention": cfg.cleanup_cron}
+    return {job: cron(expr) for job, expr in schedule.items() if expr != "off"}
 
 
 def last_fire_time(trigger: BaseTrigger, now: datetime, grace: float) -> datetime | None:

@@ -149,6 +149,17 @@ def test_default_schedule_fires_cleanup_at_minute_0_and_analytics_at_minute_5():
                     "retention": datetime(2025, 6, 10, 11, 0, tzinfo=UTC)}
 
 
+def test_a_schedule_set_to_off_is_left_to_the_timers():
+    cfg = config.load({"X402_BASE_RPC_URLS": "http://127.0.0.1:1",
+                       "X402_BASE_PAYMENT_ADDRESS": "0x" + "22" * 20,
+                       "X402_CLEANUP_CRON": "off", "X402_ANALYTICS_CRON": "*/10 * * * *"})
+    assert set(jobs.triggers_of(cfg)) == {"analytics"}
+    with pytest.raises(config.ConfigError, match=r"X402_ANALYTICS_CRON: '61 .*' is not a valid"):
+        config.load({"X402_BASE_RPC_URLS": "http://127.0.0.1:1",
+                     "X402_BASE_PAYMENT_ADDRESS": "0x" + "22" * 20,
+                     "X402_ANALYTICS_CRON": "61 * * * *"})
+
+
 def test_a_run_belongs_to_the_latest_fire_time_within_the_grace():
     hourly = jobs.cron("0 * * * *")
     at = datetime(2025, 6, 10, 11, 0, tzinfo=UTC)
