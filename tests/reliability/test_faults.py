@@ -62,3 +62,38 @@ async def test_one_fault_kind_loses_nothing_and_rejects_no_valid_claim(fault, da
     tokens = query(database_url, "SELECT p.tx_hash FROM x402_tokens t "
                                  "JOIN x402_payments p ON p.id = t.payment_id")
     assert sorted(tx for (tx,) in tokens) == sorted(p.tx_hash for p in everything)
+
+
+async def test_a_null_block_in_the_reorg_check_is_not_a_reorg(database_url):
+    """The watcher re-reads the hashes of recent blocks each poll. A node answering null for one
+    of them has not shown another chain: it failed. The payment stays verified, its token
+    keeps working."""
+    from tests.reliability.support import claim
+    from tests.reliability.support import proof as proof_for
+    from verifier import api
+
+    with proxied_chain() as (chain, proxy):
+        [paid] = pay_many(chain, 1, seed="null-block")
+        chain.devnet.mine(3)
+        async with running_daemon(daemon_env(proxy.url), database_url):
+            await eventually(lambda: payments(database_url).get(paid.tx_hash, ("",))[0]
+                             == "verified")
+            token, token_hash = api.new_token()
+            result = await claim(database_url, paid.tx_hash, token_hash,
+                                 proof_for(paid.signer, paid.tx_hash, token_hash))
+            assert result.status == "issued"
+            # Caught up, the watcher's only block reads are the reorg check's.
+            block = chain.devnet.receipt(paid.tx_hash)["blockNumber"]
+            proxy.rewrite("eth_getBlockByNumber",
+                          lambda found, params: None if params[0] == block else found, times=5)
+            await eventually(lambda: proxy.rewritten["eth_getBlockByNumber"] >= 5)
+            chain.devnet.mine(1)  # one more poll that scans, after the nulls
+            head = chain.devnet.head()
+            await eventually(lambda: query(database_url, "SELECT position FROM verifier.cursors")
+                             == [(head,)])
+    assert payments(database_url) == {paid.tx_hash: ("verified", paid.amount)}
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        use = api.consume(conn, token, "/v1/x", "GET", 200)
+    assert use.allowed, use
