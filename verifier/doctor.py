@@ -33,7 +33,8 @@ class Check:
     detail: str
 
     def line(self, width: int) -> str:
-        return f"{'OK' if self.ok else 'FAIL':<4}  {self.name:<{width}}  {self.detail}"
+        detail = " ".join(self.detail.split())  # one line per check, whatever the error says
+        return f"{'OK' if self.ok else 'FAIL':<4}  {self.name:<{width}}  {detail}"
 
 
 def run(env: Mapping[str, str]) -> int:
