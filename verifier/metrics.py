@@ -28,7 +28,6 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
-    Gauge,
     Histogram,
     ProcessCollector,
     generate_latest,
@@ -88,6 +87,7 @@ class Metrics:
     watchers: Sequence[WatcherState] = ()
     started: float = field(default_factory=time.monotonic)
     counts: dict[str, dict[tuple[str, str], int]] = field(default_factory=dict)
+    last_ok: dict[str, float] = field(default_factory=dict)
     database_up: bool | None = None
 
     def __post_init__(self) -> None:
@@ -103,9 +103,6 @@ class Metrics:
                                 ["job", "status"], registry=r)
         self.job_seconds = Histogram("x402_job_duration_seconds", "Duration of job runs that ran",
                                      ["job"], buckets=JOB_BUCKETS, registry=r)
-        self.job_last_ok = Gauge("x402_job_last_success_timestamp_seconds",
-                                 "Unix time of this instance's last successful run", ["job"],
-                                 registry=r)
         self.reorgs = Counter("x402_reorgs", "Reorgs detected by the watcher", ["chain"],
                               registry=r)
         self.reorged_blocks = Counter("x402_reorged_blocks", "Blocks found replaced by reorgs",
@@ -143,13 +140,12 @@ class Metrics:
         self.job_runs.labels(run.job, run.status).inc()
         if run.status != "skipped":
             self.job_seconds.labels(run.job).observe(run.seconds)
-        if run.status == "ok":
-            self.job_last_ok.labels(run.job).set(time.time())
 
     # -- database figures -----------------------------------------------------------------------
 
     async def refresh(self) -> None:
-        """Payments and claims by chain and status; database_up says whether it worked."""
+        """Payments and claims by chain and status, and when each job last succeeded on any
+        instance; database_up says whether it worked."""
         assert self.pool is not None
         q = queries("jobs.sql")
         try:
@@ -158,6 +154,9 @@ class Metrics:
                 for name in ("payments_by_status", "claims_by_status"):
                     rows = await (await conn.execute(q[name])).fetchall()
                     counts[name] = {(chain, status): int(n) for chain, status, n in rows}
+                cur = await conn.execute(q["last_job_runs"])
+                self.last_ok = {row[0]: row[7].timestamp() for row in await cur.fetchall()
+                                if row[7] is not None}
         except psycopg.Error as exc:
             if self.database_up is not False:
                 log.warning("metrics_refresh_failed", error=str(exc))
@@ -256,6 +255,12 @@ class _StateCollector:
                                "1 when the last metrics query reached the database")
         up.add_metric([], 1 if self.m.database_up else 0)
         yield up
+        last_ok = GaugeMetricFamily("x402_job_last_success_timestamp_seconds",
+                                    "Unix time a job last succeeded, on any instance",
+                                    labels=["job"])
+        for job, at in sorted(self.m.last_ok.items()):
+            last_ok.add_metric([job], at)
+        yield last_ok
         if not self.m.counts:
             return
         for name, title, statuses in (

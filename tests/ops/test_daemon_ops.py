@@ -86,6 +86,9 @@ async def test_metrics_health_and_readiness_in_a_running_daemon(devnet, database
         # The back-fill ran at start, once, and was counted and recorded.
         assert value(m, "x402_job_runs_total", job="analytics", status="ok") == 1
         assert value(m, "x402_job_duration_seconds_count", job="analytics") == 1
+        [(ran_at,)] = query(database_url, "SELECT extract(epoch FROM finished_at)::float8 "
+                                          "FROM verifier.job_runs")
+        assert value(m, "x402_job_last_success_timestamp_seconds", job="analytics") == ran_at
         assert query(database_url, "SELECT detail->>'mode', (detail->>'hours')::int "
                                    "FROM verifier.job_runs") == [("backfill", 3)]
         assert query(database_url, "SELECT count(*) FROM x402_analytics") == [(9,)]
