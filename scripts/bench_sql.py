@@ -65,14 +65,18 @@ class Figure:
 
     @property
     def verdict(self) -> str:
+        """Against the promise: both sides' p99, else the server's p99, else the medians."""
         promise = self.promise_ms
         if promise is None:
             return "(no promise)"
-        if self.p99_ms < promise:
+        server_p99 = self.server_p99_ms if self.server_p99_ms is not None else self.p99_ms
+        server_median = (self.server_median_ms if self.server_median_ms is not None
+                         else self.median_ms)
+        if self.p99_ms < promise and server_p99 < promise:
             return "meets"
-        if self.server_p99_ms is not None and self.server_p99_ms < promise:
+        if server_p99 < promise:
             return "server meets; client p99 over"
-        if self.median_ms < promise or (self.server_median_ms or promise) < promise:
+        if self.median_ms < promise and server_median < promise:
             return "median meets, p99 over"
         return "MISSES"
 
@@ -83,13 +87,14 @@ def say(msg: str) -> None:
 
 # --- the database -------------------------------------------------------------------------------
 
-def bench_url(reuse: bool) -> str:
+def bench_url(keep: bool) -> str:
+    """The bench database's URL; dropped and created again unless keep and it exists."""
     settings = config.load_database(os.environ)
     base = db.resolve_url(settings.database_url, settings.embedded_dir)
     with psycopg.connect(base, autocommit=True) as admin:
         exists = admin.execute(ADMIN["database_exists"], {"name": BENCH_DB}).fetchone()
         name = sql.Identifier(BENCH_DB)
-        if not (reuse and exists):
+        if not (keep and exists):
             admin.execute(sql.SQL(ADMIN["drop_database"]).format(name=name))
             admin.execute(sql.SQL(ADMIN["create_database"]).format(name=name))
     return make_conninfo(base, dbname=BENCH_DB)
@@ -143,7 +148,8 @@ def is_filled(url: str, scale: float) -> bool:
         if not one(conn, Q["has_schema"])[0]:
             return False
         counts = one(conn, Q["counts"])
-        return counts[0] == int(PAYMENTS * scale) and counts[2] == int(USAGE * scale)
+        # Earlier runs add a few hundred usage rows (consume_request is measured too).
+        return counts[0] == int(PAYMENTS * scale) and counts[2] >= int(USAGE * scale)
 
 
 # --- the measurements ---------------------------------------------------------------------------
@@ -282,10 +288,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="fraction of the guide's volumes (for a quick try; 1 = 30 days)")
     args = parser.parse_args(argv)
 
-    url = bench_url(args.reuse)
+    url = bench_url(keep=args.reuse)
     if args.reuse and is_filled(url, args.scale):
         say(f"reusing the filled database {BENCH_DB}")
     else:
+        if args.reuse:
+            url = bench_url(keep=False)
         say(f"filling {BENCH_DB}")
         start = time.perf_counter()
         fill(url, args.scale)
