@@ -93,8 +93,8 @@ def _migrations(url: str) -> Check:
     try:
         with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
             present = conn.execute(q["ledger_exists"]).fetchone()
-            applied = dict(conn.execute(q["applied"]).fetchall()) if present and present[0] \
-                else {}
+            applied: dict[str, str] = dict(conn.execute(q["applied"]).fetchall()) \
+                if present and present[0] else {}
         known = migrate.discover()
         todo = migrate.pending(known, applied)
     except (psycopg.Error, MigrationError) as exc:

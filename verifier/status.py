@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -104,7 +104,7 @@ def show(url: str, chains: Mapping[str, ChainConfig], *, as_json: bool = False) 
     return 0
 
 
-def _table(rows: list[tuple[str, ...]], *, empty: str) -> None:
+def _table(rows: Sequence[tuple[str, ...]], *, empty: str) -> None:
     if len(rows) == 1:
         print(empty)
         return
