@@ -108,27 +108,30 @@ SELECT id, status, from_address, to_address, amount_usdc, block_number, block_ha
   FROM x402_payments p
  WHERE tx_hash = %(tx_hash)s AND chain = %(chain)s
 
--- name: take_claim
--- One waiting claim, leased to this worker, with its payment if recorded (one round trip).
--- SKIP LOCKED lets many workers and daemons share the queue.
-WITH taken AS (
-    UPDATE verifier.claims c
-       SET lease_until = now() + %(lease)s, attempts = c.attempts + 1, updated_at = now()
-     WHERE c.id = (
-            SELECT id FROM verifier.claims
-             WHERE status = 'waiting'
-               AND next_attempt_at <= now()
-               AND (lease_until IS NULL OR lease_until < now())
-             ORDER BY next_attempt_at, id
-             LIMIT 1
-               FOR UPDATE SKIP LOCKED)
-    RETURNING c.id, c.chain, c.tx_hash, c.token_hash, c.proof, c.attempts,
-              now() - c.created_at AS age
-)
-SELECT taken.*, p.id, p.status, p.from_address, p.amount_usdc,
+-- name: lock_claim
+-- The next waiting claim, row-locked until the caller's transaction ends, with its payment if
+-- recorded. SKIP LOCKED lets many workers and daemons share the queue. A claim decided inside
+-- that transaction costs one commit.
+SELECT c.id, c.chain, c.tx_hash, c.token_hash, c.proof, c.attempts, now() - c.created_at,
+       p.id, p.status, p.from_address, p.amount_usdc,
        EXISTS (SELECT 1 FROM x402_tokens t WHERE t.payment_id = p.id) AS claimed
-  FROM taken
-  LEFT JOIN x402_payments p ON p.tx_hash = taken.tx_hash AND p.chain = taken.chain
+  FROM verifier.claims c
+  LEFT JOIN x402_payments p ON p.tx_hash = c.tx_hash AND p.chain = c.chain
+ WHERE c.id = (
+        SELECT id FROM verifier.claims
+         WHERE status = 'waiting'
+           AND next_attempt_at <= now()
+           AND (lease_until IS NULL OR lease_until < now())
+         ORDER BY next_attempt_at, id
+         LIMIT 1
+           FOR UPDATE SKIP LOCKED)
+
+-- name: lease_claim
+-- A claim that needs the network is leased instead of held locked: another worker takes it
+-- again only if this one has not decided it when the lease ends.
+UPDATE verifier.claims
+   SET lease_until = now() + %(lease)s, attempts = attempts + 1, updated_at = now()
+ WHERE id = %(claim_id)s
 
 -- name: issue_token
 -- The token row is written in the same statement that closes the claim. ON CONFLICT keeps one

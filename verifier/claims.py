@@ -1,7 +1,8 @@
 """Claim workers: turn a claim (chain, tx hash, token hash, proof) into a token, or a reason.
 
-Claims are taken with FOR UPDATE SKIP LOCKED and a lease, so any number of workers in any
-number of daemons share them and a crashed worker's claim is taken again when its lease ends.
+Claims are taken with FOR UPDATE SKIP LOCKED (and a lease while the chain is asked), so any
+number of workers in any number of daemons share them, and a crashed worker's claim is taken
+again when its transaction or lease ends.
 Workers wake on NOTIFY x402_claims and also poll, so a lost notification only costs a poll.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 
 import psycopg
@@ -20,7 +22,7 @@ from verifier.addresses import canonical_evm_tx_hash, canonical_solana_signature
 from verifier.chains.base import ChainAdapter
 from verifier.errors import DatabaseError, RpcError
 from verifier.sqlfiles import queries
-from verifier.store import Claim, PaymentRow, Store
+from verifier.store import Claim, ClaimSession, PaymentRow, Store
 
 log = structlog.get_logger("verifier.claims")
 
@@ -28,8 +30,20 @@ LEASE = timedelta(seconds=60)
 RETRY_AFTER_RPC_ERROR = timedelta(seconds=2)
 
 
+@dataclass(frozen=True)
+class Outcome:
+    decision: rules.ClaimDecision
+    payment_id: int | None = None
+
+
 class ClaimProcessor:
-    """Decides one claim at a time; I/O through the store and the chain adapters."""
+    """Decides one claim at a time; I/O through the store and the chain adapters.
+
+    A claim whose facts are all in the database (its payment recorded, a proof checkable
+    offline) is locked, decided and closed in one transaction: one commit. One that needs the
+    chain (an on-demand lookup, an EIP-1271 call) is leased, decided outside any transaction,
+    then closed; the lease lets another worker take it over if this one dies meanwhile.
+    """
 
     def __init__(self, store: Store, adapters: Mapping[str, ChainAdapter], policy: rules.Policy,
                  *, recheck: timedelta):
@@ -41,30 +55,61 @@ class ClaimProcessor:
 
     async def process_one(self) -> bool:
         """Takes and handles one claim; False when none was waiting."""
-        claim = await self.store.take_claim(LEASE)
-        if claim is None:
-            return False
+        async with self.store.claim_session() as session:
+            claim = await session.lock_next()
+            if claim is None:
+                return False
+            outcome = self._offline(claim)
+            if outcome is not None:
+                await self._apply(session, claim, outcome)
+                return True
+            await session.lease(claim, LEASE)
         try:
-            await self.handle(claim)
+            outcome = await self._online(claim)
         except RpcError as exc:
             # "The RPC failed" is never "not paid": the claim waits and is tried again.
             log.warning("claim_rpc_failed", claim_id=claim.id, chain=claim.chain,
                         tx_hash=claim.tx_hash, error=str(exc))
-            await self.store.defer_claim(claim, RETRY_AFTER_RPC_ERROR, "rpc_unavailable", None)
+            async with self.store.claim_session() as session:
+                await session.defer(claim, RETRY_AFTER_RPC_ERROR, "rpc_unavailable", None)
+            return True
+        async with self.store.claim_session() as session:
+            await self._apply(session, claim, outcome)
         return True
 
-    async def handle(self, claim: Claim) -> None:
+    def _offline(self, claim: Claim) -> Outcome | None:
+        """The decision when the database and local cryptography suffice, else None."""
         adapter = self.adapters.get(claim.chain)
         if adapter is None:
-            return await self._close(claim, "rejected", "unsupported_chain", None)
+            return Outcome(rules.ClaimDecision("reject", "unsupported_chain"))
         if not _well_formed(claim):
-            return await self._close(claim, "rejected", "malformed_tx_hash", None)
+            return Outcome(rules.ClaimDecision("reject", "malformed_tx_hash"))
+        payment = claim.payment
+        if payment is None:
+            return None
+        proof_valid = None
+        if self._needs_proof(payment):
+            message = rules.claim_message(claim.chain, claim.tx_hash, claim.token_hash)
+            proof_valid = adapter.proof_offline(payment.from_address, message, claim.proof)
+            if proof_valid is None:
+                return None
+        return self._judge(claim, payment, None, proof_valid)
+
+    async def _online(self, claim: Claim) -> Outcome:
+        adapter = self.adapters[claim.chain]
         payment, lookup_reason = await self._payment(claim, adapter)
         proof_valid = None
-        if payment and payment.status == "verified" and not payment.claimed \
-                and self.policy.claim_proof == "signature":
+        if payment is not None and self._needs_proof(payment):
             message = rules.claim_message(claim.chain, claim.tx_hash, claim.token_hash)
             proof_valid = await adapter.verify_proof(payment.from_address, message, claim.proof)
+        return self._judge(claim, payment, lookup_reason, proof_valid)
+
+    def _needs_proof(self, payment: PaymentRow) -> bool:
+        return (payment.status == "verified" and not payment.claimed
+                and self.policy.claim_proof == "signature")
+
+    def _judge(self, claim: Claim, payment: PaymentRow | None, lookup_reason: str | None,
+               proof_valid: bool | None) -> Outcome:
         facts = rules.ClaimFacts(
             age=claim.age,
             payment_status=payment.status if payment else None,
@@ -72,21 +117,10 @@ class ClaimProcessor:
             already_claimed=bool(payment and payment.claimed),
             proof_valid=proof_valid,
         )
-        decision = rules.judge_claim(facts, self.policy)
-        payment_id = payment.id if payment else None
-        if decision.action == "wait":
-            await self.store.defer_claim(claim, self.recheck, decision.reason, payment_id)
-        elif decision.action == "issue":
-            assert payment is not None
-            status, reason = await self.store.issue_token(claim, payment.id)
-            self._count(status)
-            log.info("claim_decided", claim_id=claim.id, chain=claim.chain,
-                     tx_hash=claim.tx_hash, status=status, reason=reason)
-        else:
-            status = "expired" if decision.action == "expire" else "rejected"
-            await self._close(claim, status, decision.reason, payment_id)
+        return Outcome(rules.judge_claim(facts, self.policy), payment.id if payment else None)
 
-    async def _payment(self, claim: Claim, adapter: ChainAdapter) -> tuple[PaymentRow | None, str | None]:
+    async def _payment(self, claim: Claim,
+                       adapter: ChainAdapter) -> tuple[PaymentRow | None, str | None]:
         if claim.payment is not None:
             return claim.payment, None
         lookup = await adapter.lookup(claim.tx_hash)
@@ -98,15 +132,21 @@ class ClaimProcessor:
                  status=verdict.status, amount=lookup.payment.amount)
         return await self.store.payment(claim.chain, claim.tx_hash), None
 
-    async def _close(self, claim: Claim, status: str, reason: str | None,
-                     payment_id: int | None) -> None:
-        await self.store.close_claim(claim, status, reason, payment_id)
-        self._count(status)
+    async def _apply(self, session: ClaimSession, claim: Claim, outcome: Outcome) -> None:
+        decision, payment_id = outcome.decision, outcome.payment_id
+        if decision.action == "wait":
+            await session.defer(claim, self.recheck, decision.reason, payment_id)
+            return
+        if decision.action == "issue":
+            assert payment_id is not None
+            status, reason = await session.issue_token(claim, payment_id)
+        else:
+            status = "expired" if decision.action == "expire" else "rejected"
+            reason = decision.reason
+            await session.close(claim, status, reason, payment_id)
+        self.decided[status] = self.decided.get(status, 0) + 1
         log.info("claim_decided", claim_id=claim.id, chain=claim.chain, tx_hash=claim.tx_hash,
                  status=status, reason=reason)
-
-    def _count(self, status: str) -> None:
-        self.decided[status] = self.decided.get(status, 0) + 1
 
 
 def _well_formed(claim: Claim) -> bool:

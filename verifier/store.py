@@ -165,15 +165,11 @@ class Store:
 
     # -- claims -----------------------------------------------------------------------------
 
-    async def take_claim(self, lease: timedelta) -> Claim | None:
-        async with _db("take claim"), self.pool.connection() as conn:
-            row = await (await conn.execute(self.q["take_claim"], {"lease": lease})).fetchone()
-        if row is None:
-            return None
-        pid, status, sender, amount, claimed = row[7:]
-        payment = PaymentRow(pid, status, sender, _units(amount), claimed) if pid else None
-        cid, chain, tx_hash, token_hash, proof, attempts, age = row[:7]
-        return Claim(cid, chain, tx_hash, token_hash, proof, attempts, age, payment)
+    @contextlib.asynccontextmanager
+    async def claim_session(self) -> AsyncIterator[ClaimSession]:
+        """A connection in one transaction for taking and deciding claims."""
+        async with _db("claims"), self.pool.connection() as conn, conn.transaction():
+            yield ClaimSession(conn, self.q)
 
     async def payment(self, chain: str, tx_hash: str) -> PaymentRow | None:
         async with _db("read payment"), self.pool.connection() as conn:
@@ -197,29 +193,45 @@ class Store:
                     "hashes": [payment.block_hash],
                 })
 
+
+class ClaimSession:
+    """Claim statements on one connection inside one transaction (see Store.claim_session)."""
+
+    def __init__(self, conn: psycopg.AsyncConnection, q: dict[str, str]):
+        self.conn = conn
+        self.q = q
+
+    async def lock_next(self) -> Claim | None:
+        row = await (await self.conn.execute(self.q["lock_claim"])).fetchone()
+        if row is None:
+            return None
+        cid, chain, tx_hash, token_hash, proof, attempts, age = row[:7]
+        pid, status, sender, amount, claimed = row[7:]
+        payment = PaymentRow(pid, status, sender, _units(amount), claimed) if pid else None
+        return Claim(cid, chain, tx_hash, token_hash, proof, attempts, age, payment)
+
+    async def lease(self, claim: Claim, lease: timedelta) -> None:
+        await self.conn.execute(self.q["lease_claim"], {"claim_id": claim.id, "lease": lease})
+
     async def issue_token(self, claim: Claim, payment_id: int) -> tuple[str, str | None]:
-        """Token row, closed claim and its notification: one statement, one round trip."""
-        async with _db("issue token"), self.pool.connection() as conn:
-            cur = await conn.execute(self.q["issue_token"], {
-                "claim_id": claim.id, "payment_id": payment_id, "token_hash": claim.token_hash,
-            })
-            row = await cur.fetchone()
+        """Token row, closed claim and its notification in one statement."""
+        cur = await self.conn.execute(self.q["issue_token"], {
+            "claim_id": claim.id, "payment_id": payment_id, "token_hash": claim.token_hash,
+        })
+        row = await cur.fetchone()
         return (row[0], row[1]) if row else ("gone", None)
 
-    async def close_claim(self, claim: Claim, status: str, reason: str | None,
-                          payment_id: int | None) -> None:
-        async with _db("close claim"), self.pool.connection() as conn:
-            await conn.execute(self.q["close_claim"], {
-                "claim_id": claim.id, "status": status, "reason": reason,
-                "payment_id": payment_id,
-            })
+    async def close(self, claim: Claim, status: str, reason: str | None,
+                    payment_id: int | None) -> None:
+        await self.conn.execute(self.q["close_claim"], {
+            "claim_id": claim.id, "status": status, "reason": reason, "payment_id": payment_id,
+        })
 
-    async def defer_claim(self, claim: Claim, delay: timedelta, reason: str | None,
-                          payment_id: int | None) -> None:
-        async with _db("defer claim"), self.pool.connection() as conn:
-            await conn.execute(self.q["defer_claim"], {
-                "claim_id": claim.id, "delay": delay, "reason": reason, "payment_id": payment_id,
-            })
+    async def defer(self, claim: Claim, delay: timedelta, reason: str | None,
+                    payment_id: int | None) -> None:
+        await self.conn.execute(self.q["defer_claim"], {
+            "claim_id": claim.id, "delay": delay, "reason": reason, "payment_id": payment_id,
+        })
 
 
 def _units(amount: Decimal) -> int:

@@ -42,6 +42,10 @@ class ChainAdapter(Protocol):
     async def lookup(self, tx_hash: str) -> Lookup:
         """One transaction looked up on demand (for a claim)."""
 
+    def proof_offline(self, payer: str, message: str, proof: str | None) -> bool | None:
+        """The proof's verdict when local cryptography settles it; None when the chain must be
+        asked (e.g. an EVM contract wallet's EIP-1271)."""
+
     async def verify_proof(self, payer: str, message: str, proof: str | None) -> bool:
         """True when `proof` is the payer's signature over the claim message."""
 

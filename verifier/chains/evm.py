@@ -209,8 +209,9 @@ class EvmAdapter:
             return Lookup(None, "wrong_token")
         return Lookup(None, "no_transfer")
 
-    async def verify_proof(self, payer: str, message: str, proof: str | None) -> bool:
-        """EIP-191 by the payer's key, or EIP-1271 isValidSignature when the payer is a contract."""
+    def proof_offline(self, payer: str, message: str, proof: str | None) -> bool | None:
+        """True when the payer's key signed (EIP-191); False for a proof that is no signature;
+        None otherwise, as the payer may be a contract wallet (EIP-1271 needs the chain)."""
         if not proof or not _SIGNATURE.match(proof):
             return False
         signature = proof if proof.startswith("0x") else "0x" + proof
@@ -220,7 +221,15 @@ class EvmAdapter:
             signer = None
         if signer is not None and signer.lower() == payer:
             return True
-        return await self._erc1271(payer, message, signature)
+        return None
+
+    async def verify_proof(self, payer: str, message: str, proof: str | None) -> bool:
+        """EIP-191 by the payer's key, or EIP-1271 isValidSignature when the payer is a contract."""
+        offline = self.proof_offline(payer, message, proof)
+        if offline is not None:
+            return offline
+        assert proof is not None
+        return await self._erc1271(payer, message, proof if proof.startswith("0x") else "0x" + proof)
 
     async def _erc1271(self, wallet: str, message: str, signature: str) -> bool:
         code = await self._hex("eth_getCode", [wallet, "latest"])

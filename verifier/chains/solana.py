@@ -114,18 +114,23 @@ class SolanaAdapter:
 
     async def _check_endpoint(self, endpoint: Endpoint) -> str:
         name = f"X402_SOLANA_RPC_URLS: {endpoint.url}"
+
+        async def ask(method: str, params: list[Any] | None = None) -> Any:
+            # Retried on this endpoint: a passing fault must not refuse the start.
+            return await self.rpc.pool.call_on(
+                endpoint, method, lambda e: self.rpc.request_on(e, method, params))
+
         try:
             try:
-                health = await self.rpc.request_on(endpoint, "getHealth")
+                health = await ask("getHealth")
             except RetriableRpcError as exc:
                 if exc.code != -32005:
                     raise
                 log.warning("solana_node_behind", endpoint=endpoint.url, error=str(exc))
                 health = "ok"
-            genesis = await self.rpc.request_on(endpoint, "getGenesisHash")
-            account = await self.rpc.request_on(
-                endpoint, "getAccountInfo", [self.mint, {"encoding": "base64",
-                                                         "commitment": "finalized"}])
+            genesis = await ask("getGenesisHash")
+            account = await ask("getAccountInfo", [self.mint, {"encoding": "base64",
+                                                               "commitment": "finalized"}])
         except RpcError as exc:
             raise ConfigError(f"{name}: does not answer: {exc}") from exc
         if health != "ok" or not isinstance(genesis, str):
@@ -318,6 +323,12 @@ class SolanaAdapter:
         view = await self.view()  # after the answer: the payment's slot is within it
         outcome = self._judge(tx, signature)
         return Lookup(outcome.payment, outcome.reason, view)
+
+    def proof_offline(self, payer: str, message: str, proof: str | None) -> bool | None:
+        """ed25519 needs no network: always settled here."""
+        if not proof:
+            return False
+        return verify_ed25519(payer, message.encode(), proof)
 
     async def verify_proof(self, payer: str, message: str | bytes, proof: str | None) -> bool:
         """An ed25519 signature by ``payer`` over ``message`` (UTF-8 when text), written in
