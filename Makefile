@@ -10,6 +10,7 @@ ANVIL_VERSION := 1.7.1
 SOLC_VERSION := 0.8.37
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
+CHAOS_ARGS ?=
 
 .PHONY: install test lint demo chaos bench clean
 
@@ -38,6 +39,11 @@ lint: install
 
 demo: install
 	$(BIN)/python scripts/demo.py $(DEMO_ARGS)
+
+# The chaos soak (bounded to 10 minutes): faults, kills, a PostgreSQL restart, reorgs; exit 1 on
+# any difference between the database and the chains.
+chaos: install
+	$(BIN)/python scripts/chaos.py $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) var .pytest_cache .ruff_cache .mypy_cache

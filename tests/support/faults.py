@@ -12,7 +12,8 @@ the node's answer:
 - chosen at random with probability ``rate``, deterministically from ``seed`` and the request's
   sequence number (request n gets the same decision in every run with the same seed);
 - or taken from a schedule (``schedule(Fault.X, method=..., times=...)``), for exact tests:
-  scheduled faults go first, to the next requests that carry the method;
+  scheduled faults go first, to the next requests that carry the method (with ``gap``, at least
+  that many requests pass untouched between two scheduled faults);
 - and ``rewrite(method, fn)`` edits the node's answers (for hostile answers: a receipt for
   another transaction, huge numbers, malformed logs...).
 
@@ -104,6 +105,7 @@ class FaultProxy:
         retry_after: float = 1,
         hang: float = 3.0,
         lag: int = 5,
+        gap: int = 0,
         max_body: int = 256 * 1024 * 1024,
     ):
         self.upstream = upstream
@@ -113,6 +115,8 @@ class FaultProxy:
         self.retry_after = retry_after
         self.hang = hang
         self.lag = lag
+        self.gap = gap  # requests left alone between two scheduled faults
+        self._last_scheduled = -gap - 1
         self.max_body = max_body
         self.requests = 0  # HTTP requests received
         self.calls: Counter[str] = Counter()  # JSON-RPC calls received, by method
@@ -212,13 +216,15 @@ class FaultProxy:
     def _decide(self, number: int, methods: list[str]) -> tuple[Fault | None, str | None]:
         """The fault for request ``number`` and, when scheduled for one, the method it hits."""
         with self._lock:
-            for item in self._schedule:
+            spaced = number - self._last_scheduled > self.gap
+            for item in self._schedule if spaced else ():
                 aimed = [item.method] if item.method else methods
                 if (item.method is None or item.method in methods) \
                         and _applies(item.fault, aimed):
                     item.times -= 1
                     if item.times <= 0:
                         self._schedule.remove(item)
+                    self._last_scheduled = number
                     return item.fault, item.method
         if self.rate <= 0:
             return None, None
