@@ -52,3 +52,14 @@ SELECT * FROM v_x402_top_payers LIMIT 10
 
 -- name: endpoint_stats
 SELECT * FROM v_x402_endpoint_stats ORDER BY request_count DESC LIMIT 10
+
+-- name: payment_status
+SELECT status FROM x402_payments WHERE chain = %(chain)s AND tx_hash = %(tx_hash)s
+
+-- name: payments_seen
+SELECT chain, tx_hash, status, amount_usdc, from_address FROM x402_payments ORDER BY id
+
+-- name: all_payments
+SELECT chain, left(tx_hash, 14) || '…' AS tx_hash, from_address, amount_usdc, status,
+       requests_allocated, requests_used
+  FROM x402_payments ORDER BY id

@@ -1,4 +1,5 @@
-"""scripts/demo.py (`make demo`) against a fresh database: it runs, twice, and shows the truth."""
+"""scripts/demo.py --sql-only (stage 1 of `make demo`) against a fresh database: it runs, twice,
+and shows the truth. The full demo (chains and the daemon) is tested in tests/ops/test_demo.py."""
 
 import subprocess
 import sys
@@ -10,7 +11,7 @@ DEMO = data_root() / "scripts" / "demo.py"
 
 
 def run_demo(url: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(DEMO)], env={**env, "DATABASE_URL": url},
+    return subprocess.run([sys.executable, str(DEMO), "--sql-only"], env={**env, "DATABASE_URL": url},
                           capture_output=True, text=True, timeout=300)
 
 
