@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import threading
@@ -156,11 +155,16 @@ def naive_worker(node_url: str, db_url: str, hashes_file: str) -> None:
 def run_naive(node_url: str, db_url: str, hashes: list[str], workdir: Path) -> dict:
     hashes_file = workdir / "naive_hashes.json"
     hashes_file.write_text(json.dumps(hashes))
+    started = time.perf_counter()
     out = subprocess.run(
         [sys.executable, __file__, "--naive-worker", node_url, db_url, str(hashes_file)],
         check=True, capture_output=True, text=True, cwd=REPO,
     )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    figures = json.loads(out.stdout.strip().splitlines()[-1])
+    # Like the daemon's: wall time from process start; its own loop time is "after start-up".
+    figures["after_ready"] = figures["seconds"]
+    figures["seconds"] = time.perf_counter() - started
+    return figures
 
 
 def claims_phase(node_url: str, db_url: str, signed: list[tuple[str, str, str]], rate: float,
@@ -266,9 +270,11 @@ def main() -> None:
 def report(title: str, n: int, ours: dict, naive: dict) -> None:
     rows = [
         ("time to all verified (s)", f"{ours['seconds']:.2f}", f"{naive['seconds']:.2f}"),
-        ("  of which after start-up", f"{ours['after_ready']:.2f}", "-"),
+        ("  of which after start-up", f"{ours['after_ready']:.2f}",
+         f"{naive['after_ready']:.2f}"),
         ("payments / s", f"{n / ours['seconds']:.0f}", f"{n / naive['seconds']:.0f}"),
-        ("payments / s after start-up", f"{n / ours['after_ready']:.0f}", "-"),
+        ("payments / s after start-up", f"{n / ours['after_ready']:.0f}",
+         f"{n / naive['after_ready']:.0f}"),
         ("RPC requests / payment", f"{ours['rpc_requests'] / n:.4f}",
          f"{naive['rpc_requests'] / n:.4f}"),
         ("peak RSS (MB)", f"{ours['rss_mb']:.0f}", f"{naive['rss_mb']:.0f}"),
@@ -277,8 +283,10 @@ def report(title: str, n: int, ours: dict, naive: dict) -> None:
     print(f"{'':28}{'daemon':>12}{'naive':>12}")
     for name, a, b in rows:
         print(f"{name:28}{a:>12}{b:>12}")
-    print(f"speed-up: {naive['seconds'] / ours['seconds']:.1f}x "
+    print(f"speed-up: {naive['seconds'] / ours['seconds']:.1f}x from process start, "
+          f"{naive['after_ready'] / ours['after_ready']:.1f}x after start-up "
           f"(targets: >= 2000 payments/s, >= 20x, <= 0.02 RPC/payment, RSS <= 150 MB)")
+    print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())} (2 cores)")
 
 
 if __name__ == "__main__":
