@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from verifier.cli import main  # noqa: E402
+from verifier.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main(["migrate", *sys.argv[1:]]))

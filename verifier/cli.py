@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
+
 from verifier import config as config_mod
 from verifier import db, logs, migrate, rules
 from verifier.errors import ConfigError, VerifierError
@@ -236,6 +238,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except VerifierError as exc:
         print(f"x402-verifier: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except psycopg.Error as exc:
+        # A command that talks to PostgreSQL directly (migrate, claim, status, jobs): one line.
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"x402-verifier: database error: {detail}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130

@@ -91,3 +91,10 @@ def test_run_refuses_an_rpc_on_another_chain_naming_it(chain, database_url):
         done = cli("run", env={**env, "DATABASE_URL": database_url}, timeout=30)
     assert done.returncode == 2
     assert eth.url in done.stderr and "chain id 1" in done.stderr
+
+
+def test_an_unreachable_database_is_one_line_and_exit_1():
+    done = cli("migrate", env={"DATABASE_URL": "postgresql://nobody@127.0.0.1:1/x402"})
+    assert done.returncode == 1
+    assert done.stderr.strip().startswith("x402-verifier: database error:")
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
