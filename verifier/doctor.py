@@ -121,6 +121,8 @@ async def _endpoint(chain: config_mod.ChainConfig, url: str) -> Check:
         return Check(name, False, f"{url}: no answer within {RPC_TIMEOUT:.0f}s")
     except VerifierError as exc:
         return Check(name, False, f"{url}: {exc}")
+    except (ValueError, TypeError) as exc:  # an answer that is not what the method returns
+        return Check(name, False, f"{url}: unexpected answer: {exc}")
     return Check(name, not detail.startswith("!"), f"{url}: {detail.removeprefix('!')}")
 
 

@@ -18,7 +18,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from verifier.config import ChainConfig
-from verifier.errors import RpcError, VerifierError
+from verifier.errors import VerifierError
 from verifier.sqlfiles import queries
 
 HEAD_TIMEOUT = 10.0
@@ -77,7 +77,7 @@ async def _head(cfg: ChainConfig) -> int | str:
                 return (await adapter.view()).head
             finally:
                 await adapter.close()
-    except (RpcError, VerifierError, TimeoutError, OSError) as exc:
+    except (VerifierError, TimeoutError, OSError, ValueError) as exc:
         return f"{exc.__class__.__name__}: {exc}".strip()
 
 
