@@ -52,9 +52,8 @@ def hash_token(token: str) -> str:
 
 def submit_claim(conn: psycopg.Connection, chain: str, tx_hash: str, token_hash: str,
                  proof: str | None = None) -> ClaimResult:
-    for value in (chain, tx_hash, token_hash, proof or ""):
-        if "\x00" in value:  # PostgreSQL text cannot hold NUL: refuse clearly, write nothing
-            return ClaimResult(None, "rejected", "malformed_input")
+    if _has_nul(chain, tx_hash, token_hash, proof):
+        return ClaimResult(None, "rejected", "malformed_input")
     row = conn.execute(queries("api.sql")["submit_claim"], {
         "chain": chain, "tx_hash": tx_hash, "token_hash": token_hash, "proof": proof,
     }).fetchone()
@@ -86,6 +85,8 @@ def consume(conn: psycopg.Connection, token: str, endpoint: str, method: str, st
             response_time_ms: int | None = None, ip_address: str | None = None,
             user_agent: str | None = None) -> Consumption:
     """Checks the token and takes one paid request, atomically, logging the usage row."""
+    if _has_nul(token, endpoint, method, ip_address, user_agent):
+        return Consumption(False, 0, "malformed_input")
     row = conn.execute(queries("api.sql")["consume_request"], {
         "token_hash": hash_token(token), "endpoint": endpoint, "method": method,
         "status_code": status_code, "response_time_ms": response_time_ms,
@@ -93,3 +94,9 @@ def consume(conn: psycopg.Connection, token: str, endpoint: str, method: str, st
     }).fetchone()
     assert row is not None
     return Consumption(*row)
+
+
+def _has_nul(*values: str | None) -> bool:
+    """PostgreSQL text cannot hold NUL: such input is refused clearly, and nothing written
+    (psycopg would raise instead). None is left to the SQL functions' own checks."""
+    return any(isinstance(v, str) and "\x00" in v for v in values)

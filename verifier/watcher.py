@@ -88,6 +88,12 @@ class Watcher:
             log.warning("watcher_step_failed", chain=self.chain, error=str(exc),
                         kind=exc.__class__.__name__)
             return False
+        except Exception:
+            # An answer no adapter check foresaw (a KeyError deep in a garbled reply) must not
+            # end the watcher, and with it the daemon: log it whole, poll again. The cursor has
+            # not moved, so nothing is skipped.
+            log.exception("watcher_step_crashed", chain=self.chain)
+            return False
 
     async def step(self) -> bool:
         """One poll: returns True when more is waiting to be scanned right away."""

@@ -116,14 +116,18 @@ class EvmAdapter:
             )
 
     async def view(self) -> ChainView:
+        calls: list[tuple[str, list[Any]]] = [("eth_blockNumber", []),
+                                              ("eth_getBlockByNumber", ["latest", False])]
+        if self.cfg.finality != "depth":
+            calls.append(("eth_getBlockByNumber", [self.cfg.finality, False]))
+        answers = await self.rpc.batch(calls)
+        # The head counts only as far as the node shows its block: a garbled eth_blockNumber
+        # (too high) must never count as confirmations.
+        latest = answers[1].get("number") if isinstance(answers[1], dict) else None
+        head = min(_int(answers[0]), _int(latest))
         if self.cfg.finality == "depth":
-            head = _int(await self.rpc.request("eth_blockNumber", []))
             return ChainView(head, rules.final_block(head, self.cfg.confirmations))
-        head_hex, tagged = await self.rpc.batch([
-            ("eth_blockNumber", []),
-            ("eth_getBlockByNumber", [self.cfg.finality, False]),
-        ])
-        head = _int(head_hex)
+        tagged = answers[2]
         final = _int(tagged["number"]) if isinstance(tagged, dict) else -1
         return ChainView(head, min(final, head))
 
@@ -152,10 +156,10 @@ class EvmAdapter:
             self._streak = 0
             log.info("log_range_shrunk", chain=self.chain, range=self.log_range)
             return ScanResult([], list(cursors), done=False)
-        if not isinstance(block, dict) or not isinstance(logs, list):
+        if not isinstance(block, dict) or not isinstance(block.get("hash"), str):
             raise RetriableRpcError(f"{self.chain}: node has no block {last} below its head")
+        transfers = self._logged_transfers(logs, first, last)
         self._grow()
-        transfers = transfers_from_logs(self.chain, logs)
         payments = rules.payments_from_transfers(transfers, self.cfg.payment_addresses,
                                                  self.cfg.usdc)
         block_hash = str(block["hash"]).lower()
@@ -167,6 +171,17 @@ class EvmAdapter:
             blocks=sorted(blocks.items()),
             done=last >= view.head,
         )
+
+    def _logged_transfers(self, logs: Any, first: int, last: int) -> list[Transfer]:
+        """eth_getLogs was asked for USDC Transfer logs of blocks first..last: an entry that is
+        not one means the answer is corrupt. Skipping it would move the cursor past a payment
+        for good; refusing the answer reads the range again."""
+        transfers = transfers_from_logs(self.chain, logs) if isinstance(logs, list) else []
+        if not isinstance(logs, list) or len(transfers) != len(logs) \
+                or any(not first <= t.block_number <= last for t in transfers):
+            raise RetriableRpcError(f"{self.chain}: eth_getLogs {first}-{last} answered a "
+                                    "malformed or out-of-range log")
+        return transfers
 
     def _grow(self) -> None:
         self._streak += 1
@@ -195,9 +210,9 @@ class EvmAdapter:
             return Lookup(None, "not_found")
         if not isinstance(receipt, dict) or str(receipt.get("transactionHash", "")).lower() != tx_hash:
             raise RetriableRpcError(f"{self.chain}: receipt returned for another transaction")
-        if _int(receipt.get("status", "0x0")) != 1:
+        if _int(receipt.get("status")) != 1:
             return Lookup(None, "failed_tx")
-        transfers = transfers_from_logs(self.chain, receipt.get("logs") or [])
+        transfers = self._receipt_transfers(receipt.get("logs"))
         payments = rules.payments_from_transfers(transfers, self.cfg.payment_addresses,
                                                  self.cfg.usdc)
         if payments:
@@ -208,6 +223,20 @@ class EvmAdapter:
         if any(t.to_address in payees for t in transfers):
             return Lookup(None, "wrong_token")
         return Lookup(None, "no_transfer")
+
+    def _receipt_transfers(self, logs: Any) -> list[Transfer]:
+        """A receipt holds every log of the transaction; a USDC Transfer log among them that
+        cannot be read means the answer is corrupt (retried), never "no transfer"."""
+        if not isinstance(logs, list):
+            raise RetriableRpcError(f"{self.chain}: receipt logs are not a list")
+        transfers = transfers_from_logs(self.chain, logs)
+        usdc_logs = sum(1 for e in logs if isinstance(e, dict) and not e.get("removed")
+                        and str(e.get("address", "")).lower() == self.cfg.usdc
+                        and isinstance(e.get("topics"), list) and e["topics"]
+                        and str(e["topics"][0]).lower() == TRANSFER_TOPIC)
+        if usdc_logs != sum(1 for t in transfers if t.token == self.cfg.usdc):
+            raise RetriableRpcError(f"{self.chain}: receipt has a malformed USDC Transfer log")
+        return transfers
 
     def proof_offline(self, payer: str, message: str, proof: str | None) -> bool | None:
         """True when the payer's key signed (EIP-191); False for a proof that is no signature;
