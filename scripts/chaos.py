@@ -37,6 +37,7 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=0.10, help="share of RPC requests faulted")
     parser.add_argument("--chains", default="base,ethereum,solana")
     parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--pause", type=float, default=4.0, help="seconds between rounds")
     parser.add_argument("--logs", type=Path, default=REPO / "var" / "chaos",
                         help="the daemons' logs (JSON lines)")
     args = parser.parse_args()
@@ -45,7 +46,8 @@ def main() -> int:
     signal.alarm(int(BOUND) + 30)
     started = time.monotonic()
     plan = Plan(payments=args.payments, chains=tuple(args.chains.split(",")),
-                fault_rate=args.rate, seed=args.seed, rounds=args.rounds, budget=BOUND,
+                fault_rate=args.rate, seed=args.seed, rounds=args.rounds, pause=args.pause,
+                budget=BOUND,
                 log_dir=args.logs, say=lambda line: print(line, flush=True))
     result = run(plan)
     elapsed = time.monotonic() - started

@@ -351,9 +351,23 @@ class Soak:
             chain = evm_chains[(self.events[what] - 1) % len(evm_chains)]
             devnet = self.devnets[chain]
             head = devnet.head()
+            self._until_seen(chain, devnet, head - self.plan.reorg_depth + 1)
             devnet.reorg(self.plan.reorg_depth)
             self.reorged.append((chain, head))
             self.say(f"  reorg of depth {self.plan.reorg_depth} on {chain} at block {head}")
+
+    def _until_seen(self, chain: str, devnet: EvmDevnet, first_block: int) -> None:
+        """Lets the daemon record (as pending) the payments a reorg is about to remove, so that
+        the reorg takes back payments it has seen, not only ones it has not."""
+        doomed = {e["transactionHash"].lower() for e in devnet.transfer_logs(first_block,
+                                                                              to=PAYEE)}
+        deadline = time.monotonic() + 10
+        while doomed and time.monotonic() < deadline:
+            rows = self._db(lambda conn: conn.execute(AUDIT["payments"]).fetchall())
+            if doomed <= {tx for c, tx, *_ in rows if c == chain}:
+                self.events["reorg_after_seen"] += 1
+                return
+            time.sleep(0.2)
 
     def _supervise(self) -> None:
         for daemon in [*self.daemons]:
@@ -603,6 +617,7 @@ class Soak:
             "postgres_restarts": self.pg.restarts,
             "two_daemons_window": bool(self.events["second_daemon_start"]),
             "reorgs": [f"{c}@{h} depth {self.plan.reorg_depth}" for c, h in self.reorged],
+            "reorgs_of_payments_already_recorded": self.events["reorg_after_seen"],
             "replayed_claims": self.events["replayed_claims"],
             "logs": str(self.log_dir),
         }

@@ -1,0 +1,164 @@
+"""migrations/006_roles.sql: x402_api, x402_readonly and x402_daemon, proven by logging in as a
+member of each and trying what it may and may not do."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from tests.daemon import eventually, query, running_daemon
+from tests.db import data
+from tests.evm.chain import daemon_env, fresh_chain
+from tests.reliability.support import claim_sync, pay_many, proof
+from verifier import api
+from verifier.sqlfiles import migrations_dir
+
+ROLES = ("x402_api", "x402_readonly", "x402_daemon")
+VIEWS = ("v_x402_active_payments", "v_x402_stats_24h", "v_x402_top_payers",
+         "v_x402_endpoint_stats")
+DENIED = psycopg.errors.InsufficientPrivilege
+
+
+@pytest.fixture
+def login_as(database_url: str) -> Iterator[Callable[[str], str]]:
+    """login_as("x402_api") -> the URL of a new login role that is a member of it."""
+    made: list[str] = []
+
+    def make(group: str) -> str:
+        name = f"t_{group}_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN IN ROLE {}").format(
+                sql.Identifier(name), sql.Identifier(group)))
+        made.append(name)
+        return make_conninfo(database_url, user=name)
+
+    yield make
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for name in made:
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+
+
+@contextmanager
+def connect(url: str) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        yield conn
+
+
+def refused(url: str, statement: str, params: dict | None = None) -> bool:
+    with connect(url) as conn:
+        try:
+            conn.execute(statement, params)  # type: ignore[arg-type]
+        except DENIED:
+            return True
+    return False
+
+
+def test_the_roles_exist_cannot_log_in_and_the_migration_runs_again(database_url):
+    rows = query(database_url, "SELECT rolname, rolcanlogin FROM pg_roles "
+                               "WHERE rolname = ANY(%(r)s) ORDER BY 1", {"r": list(ROLES)})
+    assert rows == sorted((r, False) for r in ROLES)
+    again = (migrations_dir() / "006_roles.sql").read_text(encoding="utf-8")
+    with connect(database_url) as conn:
+        conn.execute(again)  # idempotent: by hand after a 002 rollback, or twice by mistake
+    assert query(database_url, "SELECT count(*) FROM pg_roles WHERE rolname = ANY(%(r)s)",
+                 {"r": list(ROLES)}) == [(3,)]
+
+
+def test_x402_api_submits_claims_and_consumes_requests_and_nothing_else(database_url, login_as):
+    token = "x402_" + uuid.uuid4().hex
+    with connect(database_url) as admin:
+        data.token(admin, data.payment(admin, requests_allocated=5), name=token)
+    url = login_as("x402_api")
+    with connect(url) as conn:
+        claim = api.submit_claim(conn, "base", "0x" + "ab" * 32, api.new_token()[1], None)
+        assert (claim.status, claim.reason) == ("waiting", None)
+        assert api.wait_for_claim(conn, claim.claim_id, timeout=0).status == "waiting"
+        use = api.consume(conn, token, "/v1/x", "GET", 200, 5, "203.0.113.1", "ua")
+        assert (use.allowed, use.requests_remaining) == (True, 4)
+        refusal = api.submit_claim(conn, "dogecoin", "0x" + "ab" * 32, api.new_token()[1], None)
+        assert refusal.reason == "unsupported_chain"
+    forbidden = [
+        "SELECT * FROM x402_payments",
+        "SELECT from_address, amount_usdc FROM x402_payments",
+        "SELECT * FROM x402_tokens",
+        "SELECT * FROM x402_usage",
+        "SELECT proof FROM verifier.claims",
+        "SELECT * FROM verifier.cursors",
+        "SELECT * FROM v_x402_stats_24h",
+        "UPDATE x402_payments SET requests_allocated = 1000000",
+        "UPDATE x402_payments SET expires_at = now() + interval '10 years'",
+        "INSERT INTO x402_tokens (token_hash, payment_id, expires_at) "
+        "VALUES (repeat('a', 64), 1, now() + interval '1 day')",
+        "DELETE FROM x402_tokens",
+        "UPDATE verifier.claims SET status = 'issued'",
+        "DELETE FROM verifier.claims",
+        "SELECT cleanup_expired_x402_payments()",
+        "SELECT update_x402_analytics()",
+        "CREATE TABLE x402_mine (id int)",
+    ]
+    assert [s for s in forbidden if not refused(url, s)] == []
+
+
+def test_x402_readonly_reads_the_views_only(database_url, login_as):
+    with connect(database_url) as admin:
+        data.payment(admin, requests_allocated=5)
+    url = login_as("x402_readonly")
+    with connect(url) as conn:
+        for view in VIEWS:
+            conn.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(view))).fetchall()
+        active = conn.execute("SELECT count(*) FROM v_x402_active_payments").fetchone()
+    assert active == (1,)
+    forbidden = [
+        "SELECT * FROM x402_payments",
+        "SELECT * FROM x402_tokens",
+        "SELECT * FROM x402_usage",
+        "SELECT * FROM x402_analytics",
+        "SELECT * FROM verifier.claims",
+        "SELECT verifier.submit_claim('base', '0x' || repeat('ab', 32), repeat('c', 64), NULL)",
+        "SELECT * FROM verifier.consume_request(repeat('c', 64), '/', 'GET', 200)",
+        "SELECT cleanup_expired_x402_payments()",
+        "UPDATE x402_payments SET status = 'verified'",
+        "DELETE FROM x402_usage",
+    ]
+    assert [s for s in forbidden if not refused(url, s)] == []
+
+
+async def test_x402_daemon_runs_the_daemon_with_an_api_role_beside_it(database_url, login_as):
+    daemon_url, api_url = login_as("x402_daemon"), login_as("x402_api")
+    with fresh_chain() as chain:
+        [paid] = pay_many(chain, 1, seed="roles")
+        chain.devnet.mine(3)
+        async with running_daemon(daemon_env(chain.url), daemon_url):
+            await eventually(lambda: query(database_url, "SELECT status FROM x402_payments")
+                             == [("verified",)])
+            token, token_hash = api.new_token()
+            result = await _to_thread(claim_sync, api_url, paid.tx_hash, token_hash,
+                                      proof(paid.signer, paid.tx_hash, token_hash))
+            assert (result.status, result.reason) == ("issued", None)
+            # The scheduler ran its start-up back-fill as this role too.
+            await eventually(lambda: query(database_url, "SELECT count(*) FROM "
+                                                          "verifier.job_runs")[0][0] > 0)
+    with connect(api_url) as conn:
+        assert api.consume(conn, token, "/v1/x", "GET", 200).allowed
+    assert query(database_url, "SELECT job, status FROM verifier.job_runs "
+                               "WHERE status <> 'ok'") == []
+    forbidden = [
+        "DROP TABLE x402_payments",
+        "ALTER TABLE x402_payments ADD COLUMN x int",
+        "INSERT INTO verifier.schema_migrations (filename, sha256) VALUES ('x', repeat('0', 64))",
+        "CREATE TABLE x402_mine (id int)",
+        "CREATE TABLE verifier.mine (id int)",
+    ]
+    assert [s for s in forbidden if not refused(daemon_url, s)] == []
+
+
+async def _to_thread(fn, *args):
+    import asyncio
+
+    return await asyncio.to_thread(fn, *args)
