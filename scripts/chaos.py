@@ -37,7 +37,8 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=0.10, help="share of RPC requests faulted")
     parser.add_argument("--chains", default="base,ethereum,solana")
     parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--pause", type=float, default=4.0, help="seconds between rounds")
+    parser.add_argument("--pause", type=float, default=10.0,
+                        help="seconds between rounds (the daemon polls, and is faulted, meanwhile)")
     parser.add_argument("--logs", type=Path, default=REPO / "var" / "chaos",
                         help="the daemons' logs (JSON lines)")
     args = parser.parse_args()
@@ -56,7 +57,7 @@ def main() -> int:
                                   f"{BOUND:.0f} s")
     report(result, say=lambda line: print(line, flush=True))
     print(f"reproduce: make chaos CHAOS_ARGS='--seed {args.seed} --payments {args.payments} "
-          f"--rate {args.rate}'")
+          f"--rate {args.rate} --pause {args.pause}'")
     return 1 if result.differences else 0
 
 

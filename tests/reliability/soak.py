@@ -346,7 +346,9 @@ class Soak:
             self.say("  PostgreSQL stopped")
             time.sleep(4)
             self.pg.start()
-            self.say("  PostgreSQL started")
+            alive = [d.name for d in [*self.daemons, self.second] if d.alive()]
+            self.events["daemons_alive_after_postgres_restart"] += len(alive)
+            self.say(f"  PostgreSQL started; still running: {', '.join(alive) or 'no daemon'}")
         elif what == "reorg" and evm_chains:
             chain = evm_chains[(self.events[what] - 1) % len(evm_chains)]
             devnet = self.devnets[chain]
@@ -615,6 +617,8 @@ class Soak:
                                  for c in d.unexpected_exits],
             "sigterm_exit_codes": self.stop_exit_codes,
             "postgres_restarts": self.pg.restarts,
+            "daemons_alive_after_postgres_restart": self.events[
+                "daemons_alive_after_postgres_restart"],
             "two_daemons_window": bool(self.events["second_daemon_start"]),
             "reorgs": [f"{c}@{h} depth {self.plan.reorg_depth}" for c, h in self.reorged],
             "reorgs_of_payments_already_recorded": self.events["reorg_after_seen"],
@@ -755,12 +759,19 @@ class Soak:
                 diffs.append(f"DAEMON: SIGTERM ended with exit code {code}, expected 0")
 
 
-def run(plan: Plan) -> Result:
+@contextlib.contextmanager
+def soaked(plan: Plan) -> Iterator[Soak]:
+    """A soak that has run, its chains and database still up (for audit())."""
     with ExitStack() as stack:
         soak = Soak(plan, stack)
         soak.setup()
         soak.say(f"set-up done [{soak._elapsed():.0f} s]")
         soak.run()
+        yield soak
+
+
+def run(plan: Plan) -> Result:
+    with soaked(plan) as soak:
         return soak.audit()
 
 
@@ -816,4 +827,4 @@ def _temp_dir() -> Iterator[str]:
         yield path
 
 
-__all__ = ["Plan", "Result", "report", "run"]
+__all__ = ["Plan", "Result", "Soak", "report", "run", "soaked"]

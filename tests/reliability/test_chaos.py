@@ -5,21 +5,43 @@ The full soak is `make chaos` (scripts/chaos.py)."""
 
 from __future__ import annotations
 
-from tests.reliability.soak import Plan, report, run
+import psycopg
+
+from tests.reliability.soak import Plan, report, soaked
 from tests.support.faults import Fault
 
 
 def test_short_chaos_run_loses_nothing_and_credits_nothing_twice(tmp_path):
-    result = run(Plan(
-        payments=300, chains=("base", "solana"), rounds=6, fault_rate=0.03, kills=1,
-        second_daemon=False, postgres_restarts=0, reorgs=1, pause=1.5, not_found_grace=10,
-        budget=240, log_dir=tmp_path / "logs",
-    ))
-    report(result)
-    assert result.differences == []
-    assert {f for f in Fault if result.faults[f]} == set(Fault)
-    figures = result.figures
-    assert figures["sigkills"] == 1 and figures["unexpected_exits"] == []
-    assert figures["reorged_out"] > 0  # the reorg removed payments, and none was credited
-    assert figures["payments_valid_on_chain"] > 200
-    assert figures["tokens"] == figures["tokens_consumed_once"] > 0
+    plan = Plan(payments=300, chains=("base", "solana"), rounds=6, fault_rate=0.03, kills=1,
+                second_daemon=False, postgres_restarts=0, reorgs=1, pause=1.5,
+                not_found_grace=10, budget=240, log_dir=tmp_path / "logs")
+    with soaked(plan) as soak:
+        result = soak.audit()
+        report(result)
+        assert result.differences == []
+        assert {f for f in Fault if result.faults[f]} == set(Fault)
+        figures = result.figures
+        assert figures["sigkills"] == 1 and figures["unexpected_exits"] == []
+        assert figures["reorged_out"] > 0  # the reorg removed payments, and none was credited
+        assert figures["payments_valid_on_chain"] > 200
+        assert figures["tokens"] == figures["tokens_consumed_once"] > 0
+
+        # The audit is not blind: damage the database four ways and it names each.
+        with psycopg.connect(soak.url, autocommit=True) as conn:
+            conn.execute(_TAMPER)
+        found = {line.split(":")[0] for line in soak.audit().differences}
+    assert {"WRONG AMOUNT", "LOST", "CREDITED UNPAID", "UNRESOLVED CLAIM"} <= found
+
+
+_TAMPER = """
+UPDATE x402_payments SET amount_usdc = amount_usdc + 0.000001
+ WHERE id = (SELECT min(id) FROM x402_payments WHERE status = 'verified');
+DELETE FROM x402_payments
+ WHERE id = (SELECT max(id) FROM x402_payments WHERE status = 'verified');
+INSERT INTO x402_payments (tx_hash, chain, amount_usdc, from_address, to_address, block_number,
+                           status, requests_allocated, expires_at)
+VALUES ('0x' || repeat('0f', 32), 'base', 5, '0x' || repeat('aa', 20), '0x' || repeat('bb', 20),
+        1, 'verified', 5000, now() + interval '1 day');
+UPDATE verifier.claims SET status = 'waiting'
+ WHERE id = (SELECT min(id) FROM verifier.claims WHERE status = 'rejected');
+"""
