@@ -28,14 +28,15 @@ BEGIN
                                  'CREATE ROLE x402_daemon NOLOGIN; first.';
             END IF;
             EXECUTE format('CREATE ROLE %I NOLOGIN', v_role);
+            -- Commented here only: commenting on a role also needs CREATEROLE.
+            EXECUTE format('COMMENT ON ROLE %I IS %L', v_role, CASE v_role
+                WHEN 'x402_api' THEN 'x402-verifier: submit claims and consume requests only'
+                WHEN 'x402_readonly' THEN 'x402-verifier: the v_x402_* views only'
+                ELSE 'x402-verifier: what the daemon reads and writes' END);
         END IF;
     END LOOP;
 END;
 $$;
-
-COMMENT ON ROLE x402_api IS 'x402-verifier: submit claims and consume requests only';
-COMMENT ON ROLE x402_readonly IS 'x402-verifier: the v_x402_* views only';
-COMMENT ON ROLE x402_daemon IS 'x402-verifier: what the daemon reads and writes';
 
 -- Functions are executable by PUBLIC unless revoked: only the roles meant to call them may.
 REVOKE EXECUTE ON FUNCTION verifier.submit_claim(TEXT, TEXT, TEXT, TEXT) FROM PUBLIC;

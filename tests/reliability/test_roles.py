@@ -16,7 +16,7 @@ from tests.daemon import eventually, query, running_daemon
 from tests.db import data
 from tests.evm.chain import daemon_env, fresh_chain
 from tests.reliability.support import claim_sync, pay_many, proof
-from verifier import api
+from verifier import api, migrate
 from verifier.sqlfiles import migrations_dir
 
 ROLES = ("x402_api", "x402_readonly", "x402_daemon")
@@ -68,6 +68,28 @@ def test_the_roles_exist_cannot_log_in_and_the_migration_runs_again(database_url
         conn.execute(again)  # idempotent: by hand after a 002 rollback, or twice by mistake
     assert query(database_url, "SELECT count(*) FROM pg_roles WHERE rolname = ANY(%(r)s)",
                  {"r": list(ROLES)}) == [(3,)]
+
+
+def test_an_owner_without_createrole_migrates_once_the_roles_exist(pg_admin_url):
+    """The DBA path: the three roles exist (created by a DBA, here by the template's migration);
+    the database's owner, who may not create roles, applies every migration."""
+    owner, name = f"t_owner_{uuid.uuid4().hex[:8]}", f"t_{uuid.uuid4().hex[:12]}"
+    with connect(pg_admin_url) as admin:
+        admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(owner)))
+        admin.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name),
+                                                                  sql.Identifier(owner)))
+    try:
+        url = make_conninfo(pg_admin_url, user=owner, dbname=name)
+        applied = migrate.run(url, say=lambda _msg: None)
+        assert applied[-1] == "006_roles.sql"
+        assert query(url, "SELECT has_function_privilege('x402_api', "
+                          "'verifier.submit_claim(text, text, text, text)', 'EXECUTE'), "
+                          "has_table_privilege('x402_readonly', 'v_x402_stats_24h', 'SELECT')"
+                     ) == [(True, True)]
+    finally:
+        with connect(pg_admin_url) as admin:
+            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+            admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(owner)))
 
 
 def test_x402_api_submits_claims_and_consumes_requests_and_nothing_else(database_url, login_as):
