@@ -21,7 +21,7 @@ from verifier.chains import open_adapter
 from verifier.chains.base import ChainAdapter
 from verifier.claims import ClaimProcessor, WorkerPool
 from verifier.config import Config
-from verifier.errors import DatabaseError, MigrationError
+from verifier.errors import DatabaseError, MigrationError, VerifierError
 from verifier.metrics import Metrics, MetricsServer, serve
 from verifier.sqlfiles import queries
 from verifier.store import Store
@@ -122,6 +122,9 @@ class Daemon:
         log.info("daemon_running", chains=list(self.adapters), workers=self.config.workers)
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        # A task that ended before anyone asked the daemon to stop is a failure: exit non-zero
+        # so that systemd's Restart=on-failure brings the daemon back.
+        ended = [] if stop.is_set() else [t.get_name() for t in tasks if t.done()]
         stop.set()
         self.notifier.stopping()
         done, pending = await asyncio.wait(tasks, timeout=STOP_GRACE)
@@ -131,6 +134,9 @@ class Daemon:
         for task in done:
             if not task.cancelled() and task.exception():
                 log.error("task_failed", task=task.get_name(), error=str(task.exception()))
+        stopped.cancel()
+        if ended:
+            raise VerifierError(f"daemon task(s) {', '.join(ended)} ended unexpectedly")
 
     def _operations(self, stop: asyncio.Event) -> list[asyncio.Task[None]]:
         """Scheduled jobs, the metrics queries, and systemd's READY=1 then its watchdog."""
