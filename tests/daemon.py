@@ -17,10 +17,12 @@ T = TypeVar("T")
 
 
 @contextlib.asynccontextmanager
-async def running_daemon(env: dict[str, str], database_url: str) -> AsyncIterator[Daemon]:
-    """The daemon as `x402-verifier run` starts it, on this event loop; stopped on exit."""
+async def running_daemon(env: dict[str, str], database_url: str,
+                         **daemon_options: Any) -> AsyncIterator[Daemon]:
+    """The daemon as `x402-verifier run` starts it, on this event loop; stopped on exit.
+    `daemon_options` go to Daemon (e.g. notifier, metrics_refresh)."""
     cfg = config.load({**env, "DATABASE_URL": database_url})
-    daemon = Daemon(cfg, database_url)
+    daemon = Daemon(cfg, database_url, **daemon_options)
     stop = asyncio.Event()
     try:
         await daemon.start()

@@ -17,7 +17,7 @@ import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg_pool import AsyncConnectionPool
 
-from verifier import config
+from tests.daemon import running_daemon as shared_running_daemon
 from verifier.daemon import Daemon
 from verifier.jobs import Jobs, utc_now
 from verifier.systemd import Notifier
@@ -63,20 +63,10 @@ def daemon_env(rpc_url: str, **overrides: str) -> dict[str, str]:
 @contextlib.asynccontextmanager
 async def running_daemon(env: dict[str, str], database_url: str, *,
                          notifier: Notifier | None = None) -> AsyncIterator[Daemon]:
-    """The daemon as `x402-verifier run` starts it, on this loop, with metrics refreshed often."""
-    cfg = config.load({**env, "DATABASE_URL": database_url})
-    daemon = Daemon(cfg, database_url, notifier=notifier or Notifier(None), metrics_refresh=0.1)
-    stop = asyncio.Event()
-    try:
-        await daemon.start()
-        task = asyncio.create_task(daemon.run(stop))
-        try:
-            yield daemon
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, timeout=20)
-    finally:
-        await daemon.close()
+    """tests.daemon.running_daemon, with metrics refreshed often and a notifier of choice."""
+    async with shared_running_daemon(env, database_url, notifier=notifier or Notifier(None),
+                                     metrics_refresh=0.1) as daemon:
+        yield daemon
 
 
 def base_url(daemon: Daemon) -> str:
