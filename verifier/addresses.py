@@ -58,3 +58,11 @@ def canonical_solana_signature(text: str) -> str:
     if str(sig) != text:
         raise ValueError("malformed_tx_hash")
     return text
+
+
+def canonical_tx_id(chain: str, text: str) -> str:
+    """The one parser of a transaction id: a Solana signature on ``solana``, an EVM transaction
+    hash on every other chain. Raises ValueError("malformed_tx_hash")."""
+    if chain == "solana":
+        return canonical_solana_signature(text)
+    return canonical_evm_tx_hash(text)

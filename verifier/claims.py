@@ -18,11 +18,12 @@ import psycopg
 import structlog
 
 from verifier import rules
-from verifier.addresses import canonical_evm_tx_hash, canonical_solana_signature
+from verifier.addresses import canonical_tx_id
 from verifier.chains.base import ChainAdapter
 from verifier.errors import DatabaseError, RpcError
 from verifier.sqlfiles import queries
 from verifier.store import Claim, ClaimSession, PaymentRow, Store
+from verifier.vocab import Reason
 
 log = structlog.get_logger("verifier.claims")
 
@@ -108,7 +109,7 @@ class ClaimProcessor:
         return (payment.status == "verified" and not payment.claimed
                 and self.policy.claim_proof == "signature")
 
-    def _judge(self, claim: Claim, payment: PaymentRow | None, lookup_reason: str | None,
+    def _judge(self, claim: Claim, payment: PaymentRow | None, lookup_reason: Reason | None,
                proof_valid: bool | None) -> Outcome:
         facts = rules.ClaimFacts(
             age=claim.age,
@@ -120,7 +121,7 @@ class ClaimProcessor:
         return Outcome(rules.judge_claim(facts, self.policy), payment.id if payment else None)
 
     async def _payment(self, claim: Claim,
-                       adapter: ChainAdapter) -> tuple[PaymentRow | None, str | None]:
+                       adapter: ChainAdapter) -> tuple[PaymentRow | None, Reason | None]:
         if claim.payment is not None:
             return claim.payment, None
         lookup = await adapter.lookup(claim.tx_hash)
@@ -150,9 +151,8 @@ class ClaimProcessor:
 
 
 def _well_formed(claim: Claim) -> bool:
-    check = canonical_solana_signature if claim.chain == "solana" else canonical_evm_tx_hash
     try:
-        check(claim.tx_hash)
+        canonical_tx_id(claim.chain, claim.tx_hash)
     except ValueError:
         return False
     return True

@@ -166,11 +166,10 @@ def _chain(cfg: config_mod.Config, name: str) -> config_mod.ChainConfig:
 
 
 def _canonical_tx(chain: str, tx: str) -> str | None:
-    from verifier.addresses import canonical_evm_tx_hash, canonical_solana_signature
+    from verifier.addresses import canonical_tx_id
 
-    check = canonical_solana_signature if chain == "solana" else canonical_evm_tx_hash
     try:
-        return check(tx)
+        return canonical_tx_id(chain, tx)
     except ValueError:
         return None
 

@@ -55,3 +55,8 @@ class RangeTooLargeError(RpcError):
 
 class FinalRpcError(RpcError):
     """The node answered with an error that retrying will not change."""
+
+
+class UnreadableAnswer(VerifierError):
+    """A chain answer (a log, a receipt, a transaction) is not in a shape the decoders read.
+    Raised by the pure decoders; each adapter maps it to its RpcError."""

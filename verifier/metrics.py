@@ -35,6 +35,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from psycopg_pool import AsyncConnectionPool
 
+from verifier import vocab
 from verifier.config import ChainConfig
 from verifier.errors import ConfigError
 from verifier.jobs import JOBS, JobRun
@@ -44,8 +45,8 @@ from verifier.sqlfiles import queries
 
 log = structlog.get_logger("verifier.metrics")
 
-PAYMENT_STATUSES = ("pending", "verified", "used", "expired", "underpaid", "reorged")
-CLAIM_STATUSES = ("waiting", "issued", "rejected", "expired")
+PAYMENT_STATUSES = vocab.PAYMENT_STATUSES
+CLAIM_STATUSES = vocab.CLAIM_STATUSES
 JOB_STATUSES = ("ok", "skipped", "failed")
 PING_TIMEOUT = 3.0
 RPC_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)

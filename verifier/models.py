@@ -4,14 +4,13 @@ store writes them. Amounts are integers of USDC base units (6 decimals); times a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
-PaymentStatus = Literal["pending", "verified", "used", "expired", "underpaid", "reorged"]
+from verifier.vocab import PaymentStatus, Reason
 
 
 @dataclass(frozen=True)
 class Transfer:
-    """One USDC movement to a payee, as the chain recorded it."""
+    """One token movement (an ERC-20 Transfer log), as the chain recorded it."""
 
     chain: str
     tx_hash: str
@@ -22,6 +21,45 @@ class Transfer:
     to_address: str
     amount: int
     token: str
+
+
+@dataclass(frozen=True)
+class BalanceChange:
+    """How much one token account's balance moved over a transaction (Solana: post minus pre).
+    The net change is itself the fact: it sees every instruction, inner (CPI) ones included."""
+
+    account: str
+    owner: str | None  # the wallet owning the account; very old answers carry none
+    token: str
+    change: int
+
+
+@dataclass(frozen=True)
+class TokenMove:
+    """A token instruction, top-level or inner, in execution order: who authorised which move
+    between which token accounts (Solana). Names the payer when no balance fell."""
+
+    source: str
+    destination: str
+    authority: str
+
+
+@dataclass(frozen=True)
+class TxFacts:
+    """Everything one transaction did that the rules read, decoded from a chain's answer.
+
+    EVM fills ``transfers`` (its Transfer logs); Solana fills ``balances`` and ``moves``.
+    ``signers`` lists the transaction's signers, fee payer first (Solana)."""
+
+    chain: str
+    tx_hash: str
+    block_number: int
+    block_hash: str | None
+    failed: bool = False
+    transfers: tuple[Transfer, ...] = ()
+    balances: tuple[BalanceChange, ...] = ()
+    moves: tuple[TokenMove, ...] = ()
+    signers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -70,9 +108,9 @@ class Verdict:
 class Lookup:
     """The outcome of looking one transaction up on demand (for a claim).
 
-    Exactly one of payment / reason is set; reason is a stable code: not_found, failed_tx,
-    wrong_token, wrong_recipient. ``not_found`` may change later (the node may not have it yet)."""
+    Exactly one of payment / reason is set; reason is a vocab.NotPaid code (or
+    malformed_tx_hash). ``not_found`` may change later (the node may not have it yet)."""
 
     payment: Observed | None
-    reason: str | None
+    reason: Reason | None
     view: ChainView | None = None

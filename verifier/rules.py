@@ -1,16 +1,18 @@
 """The verifier's decisions, from facts and policy alone: no I/O, no clock, no database.
 
-Chain adapters turn RPC answers into Transfer facts; these functions decide what they are worth.
+Chain decoders turn RPC answers into facts (TxFacts); these functions decide what they are
+worth: the payment, its payer, or why a transaction pays nothing, the same way for every chain.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Literal
 
-from verifier.models import ChainView, Observed, Transfer, Verdict
+from verifier.models import BalanceChange, ChainView, Observed, Transfer, TxFacts, Verdict
+from verifier.vocab import NotPaid, PaymentStatus, Reason
 
 
 @dataclass(frozen=True)
@@ -22,33 +24,112 @@ class Policy:
     not_found_grace: timedelta = timedelta(seconds=60)
 
 
-def payments_from_transfers(
-    transfers: Iterable[Transfer], payees: Iterable[str], token: str
-) -> list[Observed]:
-    """One payment per transaction: the sum of its `token` transfers to any of `payees`.
+def judge_transaction(facts: TxFacts, payees: Sequence[str], token: str) -> Observed | NotPaid:
+    """What one transaction paid the payees in ``token``; else why it paid nothing.
 
-    Transfers of another token, or to anyone else, count for nothing. The payer is the sender of
-    the first transfer to a payee (lowest log index); the payee is the one first paid. Returned
-    oldest first.
+    Paid: what reached the payees from anyone else (EVM: the sum of ``token`` transfers into a
+    payee from a non-payee; Solana: the net change of the payees' ``token`` accounts), when above
+    0. The payment is credited to the payee that received most (ties: first listed). Otherwise
+    the first reason that holds, in this order: failed_tx, wrong_token (another token reached a
+    payee), wrong_recipient (``token`` moved, but not to the payees), no_transfer.
     """
-    payee_set = set(payees)
+    if facts.failed:
+        return "failed_tx"
+    received = _received(facts, payees, token)
+    paid = [(amount, -payees.index(to), to) for to, amount in received.items() if amount > 0]
+    if not paid:
+        return _why_unpaid(facts, payees, token)
+    _, _, to = max(paid)
+    return Observed(chain=facts.chain, tx_hash=facts.tx_hash, block_number=facts.block_number,
+                    block_hash=facts.block_hash, from_address=payer(facts, payees, token),
+                    to_address=to, amount=sum(a for a, _, _ in paid))
+
+
+def _received(facts: TxFacts, payees: Sequence[str], token: str) -> dict[str, int]:
+    """Per payee, what it got in ``token``. A move between two payees is no payment."""
+    got: dict[str, int] = {}
+    for t in facts.transfers:
+        if t.token == token and t.to_address in payees and t.from_address not in payees:
+            got[t.to_address] = got.get(t.to_address, 0) + t.amount
+    for b in facts.balances:
+        holder = _payee_of(b, payees)
+        if holder is not None and b.token == token:
+            got[holder] = got.get(holder, 0) + b.change
+    return got
+
+
+def _payee_of(b: BalanceChange, payees: Sequence[str]) -> str | None:
+    """A token account counts for the payee owning it, or for itself when listed as a payee."""
+    if b.owner in payees:
+        return b.owner
+    return b.account if b.account in payees else None
+
+
+def _why_unpaid(facts: TxFacts, payees: Sequence[str], token: str) -> NotPaid:
+    """Another token reaching a payee says most about the mistake, so it is named first."""
+    if any(t.token != token and t.to_address in payees and t.amount > 0 for t in facts.transfers) \
+            or any(b.token != token and b.change > 0 and _payee_of(b, payees) is not None
+                   for b in facts.balances):
+        return "wrong_token"
+    if _moved(facts, token):
+        return "wrong_recipient"
+    return "no_transfer"
+
+
+def _moved(facts: TxFacts, token: str) -> bool:
+    """Whether ``token`` moved at all: a transfer of it, a balance of it that changed, or a token
+    instruction between accounts of it (a self-transfer leaves every balance as it was)."""
+    accounts = {b.account for b in facts.balances if b.token == token}
+    return (any(t.token == token and t.amount > 0 for t in facts.transfers)
+            or any(b.token == token and b.change for b in facts.balances)
+            or any(m.source in accounts or m.destination in accounts for m in facts.moves))
+
+
+def payer(facts: TxFacts, payees: Sequence[str], token: str) -> str:
+    """Who paid. EVM: the sender of the first transfer into a payee (lowest log index). Solana:
+    the owner whose ``token`` balance fell most; else the authority of the first token move
+    into a payee's account (inner instructions included); else of the first move; else the fee
+    payer."""
+    into = sorted((t for t in facts.transfers if t.token == token and t.to_address in payees
+                   and t.from_address not in payees and t.amount > 0), key=lambda t: t.index)
+    if into:
+        return into[0].from_address
+    fell: dict[str, int] = {}
+    for b in facts.balances:
+        if b.token == token and b.owner and _payee_of(b, payees) is None:
+            fell[b.owner] = fell.get(b.owner, 0) + b.change
+    losers = [(change, owner) for owner, change in fell.items() if change < 0]
+    if losers:
+        return min(losers)[1]
+    return _authority(facts, payees)
+
+
+def _authority(facts: TxFacts, payees: Sequence[str]) -> str:
+    payee_accounts = {b.account for b in facts.balances if _payee_of(b, payees) is not None}
+    for m in facts.moves:
+        if m.destination in payee_accounts:
+            return m.authority
+    if facts.moves:
+        return facts.moves[0].authority
+    return facts.signers[0] if facts.signers else ""
+
+
+def payments_from_transfers(
+    transfers: Iterable[Transfer], payees: Sequence[str], token: str
+) -> list[Observed]:
+    """Transfer facts of many transactions (an eth_getLogs range), judged one transaction at a
+    time: the payments, oldest first."""
     grouped: dict[str, list[Transfer]] = {}
     for t in transfers:
-        if t.token == token and t.to_address in payee_set and t.amount > 0:
-            grouped.setdefault(t.tx_hash, []).append(t)
+        grouped.setdefault(t.tx_hash, []).append(t)
     payments = []
     for tx_hash, group in grouped.items():
-        group.sort(key=lambda t: t.index)
-        first = group[0]
-        payments.append(Observed(
-            chain=first.chain,
-            tx_hash=tx_hash,
-            block_number=first.block_number,
-            block_hash=first.block_hash,
-            from_address=first.from_address,
-            to_address=first.to_address,
-            amount=sum(t.amount for t in group),
-        ))
+        first = min(group, key=lambda t: t.index)
+        verdict = judge_transaction(
+            TxFacts(first.chain, tx_hash, first.block_number, first.block_hash,
+                    transfers=tuple(group)), payees, token)
+        if isinstance(verdict, Observed):
+            payments.append(verdict)
     payments.sort(key=lambda p: (p.block_number, p.tx_hash))
     return payments
 
@@ -57,7 +138,7 @@ def judge(payment: Observed, view: ChainView, policy: Policy) -> Verdict:
     """Pending until final; then verified, or underpaid when below the minimum."""
     confirmations = max(0, view.head - payment.block_number + 1)
     if payment.block_number > view.final:
-        status: Literal["pending", "verified", "underpaid"] = "pending"
+        status: PaymentStatus = "pending"
     elif payment.amount < policy.min_payment:
         status = "underpaid"
     else:
@@ -88,7 +169,7 @@ ClaimAction = Literal["issue", "reject", "wait", "expire"]
 @dataclass(frozen=True)
 class ClaimDecision:
     action: ClaimAction
-    reason: str | None = None
+    reason: Reason | None = None
 
 
 @dataclass(frozen=True)
@@ -96,8 +177,8 @@ class ClaimFacts:
     """What a worker knows about a claim when it decides."""
 
     age: timedelta
-    payment_status: str | None  # None: no payment recorded for the transaction
-    lookup_reason: str | None = None  # why an on-demand lookup found no payment
+    payment_status: str | None  # a PaymentStatus as stored; None: no payment recorded
+    lookup_reason: Reason | None = None  # why an on-demand lookup found no payment
     already_claimed: bool = False
     proof_valid: bool | None = None  # None: not checked (no payment, or proofs not required)
 

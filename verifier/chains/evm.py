@@ -1,6 +1,7 @@
 """Base and Ethereum: USDC Transfer logs to the payees, found with eth_getLogs over block ranges.
 
-The adapter turns RPC answers into Transfer facts and leaves every judgement to verifier.rules.
+The adapter only fetches: verifier.chains.evm_decode turns the answers into facts and
+verifier.rules judges them.
 """
 
 from __future__ import annotations
@@ -22,59 +23,21 @@ from verifier.errors import (
     RangeTooLargeError,
     RetriableRpcError,
     RpcError,
+    UnreadableAnswer,
 )
-from verifier.models import ChainView, Cursor, Lookup, Observed, Transfer
+from verifier.models import ChainView, Cursor, Lookup, Observed
 from verifier.rpc.evm import EvmRpc
 from verifier.rpc.failover import Endpoint
 
 from .base import ScanResult
+from .evm_decode import TRANSFER_TOPIC, logged_transfers, receipt_facts, topic_for
 
-TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
 ERC1271_SELECTOR = "0x1626ba7e"
-_TOPIC = re.compile(r"^0x[0-9a-fA-F]{64}$")
-_HASH = re.compile(r"^0x[0-9a-fA-F]{64}$")
 _SIGNATURE = re.compile(r"^(0x)?[0-9a-fA-F]{130}$")
 GROW_AFTER = 3  # successful getLogs calls before the range doubles again
 BLOCK_BATCH = 100
 
 log = structlog.get_logger("verifier.evm")
-
-
-def topic_for(address: str) -> str:
-    return "0x" + "0" * 24 + address[2:]
-
-
-def address_of(topic: str) -> str:
-    return "0x" + topic[-40:].lower()
-
-
-def transfers_from_logs(chain: str, logs: Sequence[Any]) -> list[Transfer]:
-    """ERC-20 Transfer facts from raw eth_getLogs / receipt logs; anything malformed is skipped."""
-    out = []
-    for entry in logs:
-        if not isinstance(entry, dict) or entry.get("removed"):
-            continue
-        topics = entry.get("topics") or []
-        data = entry.get("data") or ""
-        if (len(topics) != 3 or str(topics[0]).lower() != TRANSFER_TOPIC
-                or not all(isinstance(t, str) and _TOPIC.match(t) for t in topics)
-                or not isinstance(data, str) or not _HASH.match(data)):
-            continue
-        try:
-            out.append(Transfer(
-                chain=chain,
-                tx_hash=entry["transactionHash"].lower(),
-                index=int(entry["logIndex"], 16),
-                block_number=int(entry["blockNumber"], 16),
-                block_hash=entry["blockHash"].lower(),
-                from_address=address_of(topics[1]),
-                to_address=address_of(topics[2]),
-                amount=int(data, 16),
-                token=entry["address"].lower(),
-            ))
-        except (KeyError, TypeError, ValueError, AttributeError):
-            continue
-    return out
 
 
 class EvmAdapter:
@@ -158,7 +121,10 @@ class EvmAdapter:
             return ScanResult([], list(cursors), done=False)
         if not isinstance(block, dict) or not isinstance(block.get("hash"), str):
             raise RetriableRpcError(f"{self.chain}: node has no block {last} below its head")
-        transfers = self._logged_transfers(logs, first, last)
+        try:
+            transfers = logged_transfers(self.chain, logs, first, last)
+        except UnreadableAnswer as exc:
+            raise RetriableRpcError(str(exc)) from exc
         self._grow()
         payments = rules.payments_from_transfers(transfers, self.cfg.payment_addresses,
                                                  self.cfg.usdc)
@@ -171,17 +137,6 @@ class EvmAdapter:
             blocks=sorted(blocks.items()),
             done=last >= view.head,
         )
-
-    def _logged_transfers(self, logs: Any, first: int, last: int) -> list[Transfer]:
-        """eth_getLogs was asked for USDC Transfer logs of blocks first..last: an entry that is
-        not one means the answer is corrupt. Skipping it would move the cursor past a payment
-        for good; refusing the answer reads the range again."""
-        transfers = transfers_from_logs(self.chain, logs) if isinstance(logs, list) else []
-        if not isinstance(logs, list) or len(transfers) != len(logs) \
-                or any(not first <= t.block_number <= last for t in transfers):
-            raise RetriableRpcError(f"{self.chain}: eth_getLogs {first}-{last} answered a "
-                                    "malformed or out-of-range log")
-        return transfers
 
     def _grow(self) -> None:
         self._streak += 1
@@ -208,35 +163,14 @@ class EvmAdapter:
         receipt = await self.rpc.request("eth_getTransactionReceipt", [tx_hash])
         if receipt is None:
             return Lookup(None, "not_found")
-        if not isinstance(receipt, dict) or str(receipt.get("transactionHash", "")).lower() != tx_hash:
-            raise RetriableRpcError(f"{self.chain}: receipt returned for another transaction")
-        if _int(receipt.get("status")) != 1:
-            return Lookup(None, "failed_tx")
-        transfers = self._receipt_transfers(receipt.get("logs"))
-        payments = rules.payments_from_transfers(transfers, self.cfg.payment_addresses,
-                                                 self.cfg.usdc)
-        if payments:
-            return Lookup(payments[0], None, await self.view())
-        payees = set(self.cfg.payment_addresses)
-        if any(t.token == self.cfg.usdc for t in transfers):
-            return Lookup(None, "wrong_recipient")
-        if any(t.to_address in payees for t in transfers):
-            return Lookup(None, "wrong_token")
-        return Lookup(None, "no_transfer")
-
-    def _receipt_transfers(self, logs: Any) -> list[Transfer]:
-        """A receipt holds every log of the transaction; a USDC Transfer log among them that
-        cannot be read means the answer is corrupt (retried), never "no transfer"."""
-        if not isinstance(logs, list):
-            raise RetriableRpcError(f"{self.chain}: receipt logs are not a list")
-        transfers = transfers_from_logs(self.chain, logs)
-        usdc_logs = sum(1 for e in logs if isinstance(e, dict) and not e.get("removed")
-                        and str(e.get("address", "")).lower() == self.cfg.usdc
-                        and isinstance(e.get("topics"), list) and e["topics"]
-                        and str(e["topics"][0]).lower() == TRANSFER_TOPIC)
-        if usdc_logs != sum(1 for t in transfers if t.token == self.cfg.usdc):
-            raise RetriableRpcError(f"{self.chain}: receipt has a malformed USDC Transfer log")
-        return transfers
+        try:
+            facts = receipt_facts(self.chain, receipt, tx_hash, self.cfg.usdc)
+        except UnreadableAnswer as exc:
+            raise RetriableRpcError(str(exc)) from exc
+        verdict = rules.judge_transaction(facts, self.cfg.payment_addresses, self.cfg.usdc)
+        if isinstance(verdict, Observed):
+            return Lookup(verdict, None, await self.view())
+        return Lookup(None, verdict)
 
     def proof_offline(self, payer: str, message: str, proof: str | None) -> bool | None:
         """True when the payer's key signed (EIP-191); False for a proof that is no signature;
@@ -296,4 +230,4 @@ def _int(value: Any) -> int:
     raise RetriableRpcError(f"expected a hex quantity, got {value!r}")
 
 
-__all__ = ["EvmAdapter", "Observed", "transfers_from_logs"]
+__all__ = ["EvmAdapter", "Observed"]

@@ -6,8 +6,8 @@ account among its keys, not always the wallet. A scan step pages ``getSignatures
 (newest first, ``limit`` 1000, ``before`` to go back, ``until`` the cursor's marker) down to
 each account's cursor, then fetches the new transactions oldest first with ``getTransaction``
 (jsonParsed, maxSupportedTransactionVersion 0, finalized), ``batch_size`` calls per JSON-RPC
-batch and several batches at once under a bound, and judges them with
-verifier.chains.solana_rules. An endpoint that refuses batches is asked one call per request.
+batch and several batches at once under a bound; verifier.chains.solana_decode turns each into
+facts and verifier.rules judges them. An endpoint that refuses batches is asked one call per request.
 Failed transactions are listed with ``err`` set and are not fetched: they pay nothing.
 
 Cursor per account: position = slot, marker = the newest signature processed. A backlog larger
@@ -27,22 +27,23 @@ from typing import Any
 
 import structlog
 
-from verifier.addresses import canonical_solana_signature
+from verifier import rules
+from verifier.addresses import canonical_tx_id
 from verifier.chains.base import ScanResult
-from verifier.chains.solana_rules import (
-    TOKEN_PROGRAMS,
-    Outcome,
-    UnreadableTransaction,
-    associated_token_address,
-    judge_transaction,
-    newest_first_until,
-    verify_ed25519,
-)
+from verifier.chains.solana_decode import TOKEN_PROGRAMS, newest_first_until, transaction_facts
+from verifier.chains.solana_keys import associated_token_address, verify_ed25519
 from verifier.config import ChainConfig
-from verifier.errors import ConfigError, FinalRpcError, RetriableRpcError, RpcError
+from verifier.errors import (
+    ConfigError,
+    FinalRpcError,
+    RetriableRpcError,
+    RpcError,
+    UnreadableAnswer,
+)
 from verifier.models import ChainView, Cursor, Lookup, Observed
 from verifier.rpc.failover import Endpoint, Observer, RetryPolicy
 from verifier.rpc.solana import SlotSkippedError, SolanaRpc
+from verifier.vocab import Reason
 
 log = structlog.get_logger("verifier.solana")
 
@@ -85,6 +86,8 @@ class SolanaAdapter:
         self.fetch_concurrency = fetch_concurrency or (
             config.rpc_concurrency * len(config.rpc_urls))
         self.accounts = self._watched()
+        # A configured token account is judged as a payee itself (its owner may be anyone).
+        self._payees = (*self.payees, *config.token_accounts)
         self._backlogs: dict[str, _Backlog] = {}
 
     def _watched(self) -> tuple[str, ...]:
@@ -245,8 +248,8 @@ class SolanaAdapter:
                                 error=str(tx))
                     break
                 else:
-                    found = self._judge(tx, signature).payment
-                    if found is not None:
+                    found = self._judge(tx, signature)
+                    if isinstance(found, Observed):
                         payments.append(found)
             cursor = Cursor(self.chain, account, int(entry["slot"]), signature)
             used += 1
@@ -300,12 +303,15 @@ class SolanaAdapter:
 
         return await self.rpc.pool.call("getTransaction", op)
 
-    def _judge(self, tx: Any, signature: str) -> Outcome:
+    def _judge(self, tx: Any, signature: str) -> Observed | Reason:
+        """The payment ``tx`` made, or why none (``not_found`` when the node has no answer)."""
         try:
-            return judge_transaction(tx, signature=signature, payees=self.payees, mint=self.mint,
-                                     token_accounts=self.config.token_accounts)
-        except (UnreadableTransaction, KeyError, TypeError, ValueError) as exc:
+            facts = transaction_facts(tx, signature)
+        except (UnreadableAnswer, KeyError, TypeError, ValueError) as exc:
             raise FinalRpcError(f"getTransaction {signature}: unreadable answer: {exc}") from exc
+        if facts is None:
+            return "not_found"
+        return rules.judge_transaction(facts, self._payees, self.mint)
 
     # --- claims ----------------------------------------------------------------------------
 
@@ -313,7 +319,7 @@ class SolanaAdapter:
         """One transaction, judged on demand. A null answer is ``not_found``: the node may not
         have it yet, so the caller may ask again; it never means "not paid"."""
         try:
-            signature = canonical_solana_signature(tx_hash)
+            signature = canonical_tx_id(self.chain, tx_hash)
         except ValueError:
             return Lookup(None, "malformed_tx_hash")
         try:
@@ -321,8 +327,10 @@ class SolanaAdapter:
         except SlotSkippedError:
             tx = None
         view = await self.view()  # after the answer: the payment's slot is within it
-        outcome = self._judge(tx, signature)
-        return Lookup(outcome.payment, outcome.reason, view)
+        verdict = self._judge(tx, signature)
+        if isinstance(verdict, Observed):
+            return Lookup(verdict, None, view)
+        return Lookup(None, verdict, view)
 
     def proof_offline(self, payer: str, message: str, proof: str | None) -> bool | None:
         """ed25519 needs no network: always settled here."""

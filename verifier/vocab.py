@@ -1,0 +1,28 @@
+"""The verifier's words, typed once: payment and claim statuses and every reason code.
+
+The SQL CHECK lists, the metrics' label values and the README's "Reason codes" table are checked
+against these (tests), so a new status or reason is added here first.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+PaymentStatus = Literal["pending", "verified", "used", "expired", "underpaid", "reorged"]
+ClaimStatus = Literal["waiting", "issued", "rejected", "expired"]
+
+# Why a transaction pays nothing, in the order rules.judge_transaction tries them.
+NotPaid = Literal["not_found", "failed_tx", "wrong_token", "wrong_recipient", "no_transfer"]
+Reason = Literal[
+    "unsupported_chain", "malformed_tx_hash", "malformed_token_hash", "malformed_proof",
+    "malformed_input", "token_hash_in_use",
+    "not_found", "failed_tx", "wrong_token", "wrong_recipient", "no_transfer",
+    "underpaid", "unconfirmed", "reorged", "bad_proof", "already_claimed", "expired",
+    "unknown_token", "malformed_token", "exhausted", "payment_reorged", "payment_not_verified",
+    "rpc_unavailable",
+]
+
+PAYMENT_STATUSES: tuple[PaymentStatus, ...] = get_args(PaymentStatus)
+CLAIM_STATUSES: tuple[ClaimStatus, ...] = get_args(ClaimStatus)
+REASONS: tuple[Reason, ...] = get_args(Reason)
+NOT_PAID: tuple[NotPaid, ...] = get_args(NotPaid)
