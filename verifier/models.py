@@ -42,6 +42,7 @@ class TokenMove:
     source: str
     destination: str
     authority: str
+    amount: int  # base units the instruction asked to move
 
 
 @dataclass(frozen=True)

@@ -82,7 +82,8 @@ def _moved(facts: TxFacts, token: str) -> bool:
     accounts = {b.account for b in facts.balances if b.token == token}
     return (any(t.token == token and t.amount > 0 for t in facts.transfers)
             or any(b.token == token and b.change for b in facts.balances)
-            or any(m.source in accounts or m.destination in accounts for m in facts.moves))
+            or any(m.amount > 0 and (m.source in accounts or m.destination in accounts)
+                   for m in facts.moves))
 
 
 def payer(facts: TxFacts, payees: Sequence[str], token: str) -> str:

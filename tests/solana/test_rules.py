@@ -1,5 +1,5 @@
-"""The pure Solana rules, on real mainnet/devnet answers and on answers from the LiteSVM node in
-both encodings (json and jsonParsed)."""
+"""The Solana decoders and the rules they feed, on real mainnet/devnet answers and on answers from
+the LiteSVM node in both encodings (json and jsonParsed)."""
 
 from __future__ import annotations
 
@@ -15,18 +15,37 @@ from solders.keypair import Keypair
 
 from tests.support.solana_server import SolanaServer
 from tests.support.solana_tokens import TokenKit, ata
-from verifier.chains.solana_rules import (
+from verifier import rules
+from verifier.chains.solana_decode import (
     UnreadableTransaction,
-    decode_proof,
-    judge_transaction,
     newest_first_until,
-    verify_ed25519,
+    transaction_facts,
 )
+from verifier.chains.solana_keys import decode_proof, verify_ed25519
+from verifier.models import Observed
 
 USDC = "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v"
 DEVNET_USDC = "4zMMC9srt5Ri5X14GAgXhaHii3GnPAEERYPJgZJDncDU"
 # A copy of shared/data/solana/real_usdc_transactions.json (sources named inside).
 REAL = Path(__file__).parent / "data" / "real_usdc_transactions.json"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    payment: Observed | None
+    reason: str | None
+
+
+def judge_transaction(tx: dict[str, Any] | None, *, signature: str, payees: list[str],
+                      mint: str, token_accounts: tuple[str, ...] | list[str] = ()) -> Outcome:
+    """The adapter's path: decode the answer into facts, let the rules judge them."""
+    facts = transaction_facts(tx, signature)
+    if facts is None:
+        return Outcome(None, "not_found")
+    verdict = rules.judge_transaction(facts, (*payees, *token_accounts), mint)
+    if isinstance(verdict, Observed):
+        return Outcome(verdict, None)
+    return Outcome(None, verdict)
 
 
 def real_transactions() -> dict[str, dict[str, Any]]:

@@ -121,13 +121,15 @@ def _as_move(ix: Mapping[str, Any], keys: list[str]) -> TokenMove | None:
             return None
         info = parsed["info"]
         authority = info.get("authority") or info.get("multisigAuthority")
-        return TokenMove(info["source"], info["destination"], authority)
+        amount = (info.get("tokenAmount") or {}).get("amount") or info.get("amount") or 0
+        return TokenMove(info["source"], info["destination"], authority, int(amount))
     accounts = [keys[a] if isinstance(a, int) else a for a in ix.get("accounts") or ()]
     data = b58decode(ix.get("data") or "")
+    amount = int.from_bytes(data[1:9], "little")
     if data[:1] == bytes([_TRANSFER]) and len(accounts) >= 3:
-        return TokenMove(accounts[0], accounts[1], accounts[2])
+        return TokenMove(accounts[0], accounts[1], accounts[2], amount)
     if data[:1] == bytes([_TRANSFER_CHECKED]) and len(accounts) >= 4:
-        return TokenMove(accounts[0], accounts[2], accounts[3])
+        return TokenMove(accounts[0], accounts[2], accounts[3], amount)
     return None
 
 

@@ -1,0 +1,201 @@
+"""One table of situations, run through BOTH chains' decoders and the one set of rules: each
+chain must reach the same verdict and the same reason.
+
+EVM cases are eth_getTransactionReceipt answers (and, when they pay, the eth_getLogs answer a
+scan would see); Solana cases are getTransaction answers in jsonParsed encoding, with the
+balances and token instructions the runtime would record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from solders.keypair import Keypair
+
+from verifier import rules
+from verifier.chains import evm_decode, solana_decode
+from verifier.chains.solana_keys import associated_token_address
+from verifier.models import ChainView, Observed
+
+USDC = "usdc"
+FAKE = "fake"  # a look-alike token with the same decimals
+PAYER, PAYEE, OTHER = "payer", "payee", "other"
+POLICY = rules.Policy(price_per_request=1_000, min_payment=100_000)
+VIEW = ChainView(head=1_000, final=1_000)
+
+EVM_TOKENS = {USDC: "0x833589fcd6edb6e08f4c7c32d4f71b54bda02913",
+              FAKE: "0x1111111111111111111111111111111111111111"}
+EVM_WALLETS = {PAYER: "0x4444444444444444444444444444444444444444",
+               PAYEE: "0x2222222222222222222222222222222222222222",
+               OTHER: "0x3333333333333333333333333333333333333333"}
+EVM_TX = "0x" + "ab" * 32
+
+TOKEN_PROGRAM = "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA"
+SOLANA_TOKENS = {USDC: "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v",
+                 FAKE: str(Keypair.from_seed(bytes([9] * 32)).pubkey())}
+SOLANA_WALLETS = {name: str(Keypair.from_seed(bytes([i + 1] * 32)).pubkey())
+                  for i, name in enumerate([PAYER, PAYEE, OTHER])}
+SOLANA_TX = str(Keypair.from_seed(bytes([7] * 32)).sign_message(b"x"))
+START = 10**9  # every sender holds this much of every token before the transaction
+
+
+@dataclass(frozen=True)
+class Move:
+    token: str
+    sender: str
+    recipient: str
+    amount: int
+
+
+@dataclass(frozen=True)
+class Case:
+    moves: tuple[Move, ...]
+    failed: bool = False
+    want: str | tuple[int, str, str] = "no_transfer"  # a reason, or (amount, status, payer)
+
+
+CASES = {
+    "paid": Case((Move(USDC, PAYER, PAYEE, 1_000_000),), want=(1_000_000, "verified", PAYER)),
+    "underpaid": Case((Move(USDC, PAYER, PAYEE, 99_999),), want=(99_999, "underpaid", PAYER)),
+    "two transfers in one transaction add up": Case(
+        (Move(USDC, PAYER, PAYEE, 60_000), Move(USDC, PAYER, PAYEE, 40_000)),
+        want=(100_000, "verified", PAYER)),
+    "failed": Case((Move(USDC, PAYER, PAYEE, 1_000_000),), failed=True, want="failed_tx"),
+    "wrong token": Case((Move(FAKE, PAYER, PAYEE, 1_000_000),), want="wrong_token"),
+    "wrong recipient": Case((Move(USDC, PAYER, OTHER, 1_000_000),), want="wrong_recipient"),
+    "no token moved": Case((), want="no_transfer"),
+    "self-transfer": Case((Move(USDC, PAYEE, PAYEE, 1_000_000),), want="wrong_recipient"),
+    "only the usdc of a mixed transaction counts": Case(
+        (Move(FAKE, PAYER, PAYEE, 10**12), Move(USDC, PAYER, PAYEE, 200_000)),
+        want=(200_000, "verified", PAYER)),
+    "wrong token is named before wrong recipient": Case(
+        (Move(USDC, PAYER, OTHER, 1_000_000), Move(FAKE, PAYER, PAYEE, 1_000_000)),
+        want="wrong_token"),
+    "a failed transaction is failed whatever it moved": Case(
+        (Move(FAKE, PAYER, PAYEE, 1_000_000),), failed=True, want="failed_tx"),
+    "a zero transfer to the payee is no transfer": Case(
+        (Move(USDC, PAYER, PAYEE, 0),), want="no_transfer"),
+}
+
+
+# --- EVM: receipts and logs ----------------------------------------------------------------
+
+
+def evm_log(move: Move, index: int) -> dict[str, Any]:
+    return {"address": EVM_TOKENS[move.token], "blockNumber": hex(900),
+            "blockHash": "0x" + "cd" * 32, "transactionHash": EVM_TX, "logIndex": hex(index),
+            "removed": False, "data": "0x" + f"{move.amount:064x}",
+            "topics": [evm_decode.TRANSFER_TOPIC, evm_decode.topic_for(EVM_WALLETS[move.sender]),
+                       evm_decode.topic_for(EVM_WALLETS[move.recipient])]}
+
+
+def evm_receipt(case: Case) -> dict[str, Any]:
+    # A reverted transaction keeps no logs: that is what a real receipt of status 0 holds.
+    logs = [] if case.failed else [evm_log(m, i) for i, m in enumerate(case.moves)]
+    return {"transactionHash": EVM_TX, "blockNumber": hex(900), "blockHash": "0x" + "cd" * 32,
+            "status": "0x0" if case.failed else "0x1", "logs": logs}
+
+
+def evm_lookup(case: Case) -> Observed | str:
+    usdc = EVM_TOKENS[USDC]
+    facts = evm_decode.receipt_facts("base", evm_receipt(case), EVM_TX, usdc)
+    return rules.judge_transaction(facts, [EVM_WALLETS[PAYEE]], usdc)
+
+
+def evm_scan(case: Case) -> list[Observed]:
+    """What eth_getLogs answers a scan: USDC Transfer logs into a payee, of successful txs."""
+    usdc, payee = EVM_TOKENS[USDC], evm_decode.topic_for(EVM_WALLETS[PAYEE])
+    logs = [e for e in evm_receipt(case)["logs"] if e["address"] == usdc and e["topics"][2] == payee]
+    transfers = evm_decode.logged_transfers("base", logs, 900, 900)
+    return rules.payments_from_transfers(transfers, [EVM_WALLETS[PAYEE]], usdc)
+
+
+# --- Solana: getTransaction, jsonParsed ----------------------------------------------------
+
+
+def ata(owner: str, token: str) -> str:
+    return associated_token_address(SOLANA_WALLETS[owner], SOLANA_TOKENS[token], TOKEN_PROGRAM)
+
+
+def solana_transaction(case: Case) -> dict[str, Any]:
+    signer = case.moves[0].sender if case.moves else PAYER
+    accounts = {(o, m.token): ata(o, m.token) for m in case.moves for o in (m.sender, m.recipient)}
+    keys = [SOLANA_WALLETS[signer], *dict.fromkeys(accounts.values()), TOKEN_PROGRAM]
+    pre = {a: START if any(ata(m.sender, m.token) == a for m in case.moves) else 0
+           for a in accounts.values()}
+    post = dict(pre)
+    for m in case.moves if not case.failed else ():  # a failed transaction changes no balance
+        post[ata(m.sender, m.token)] -= m.amount
+        post[ata(m.recipient, m.token)] += m.amount
+    return {"slot": 900, "blockTime": 1_747_059_490, "version": 0,
+            "meta": {"err": {"InstructionError": [0, {"Custom": 1}]} if case.failed else None,
+                     "fee": 5000, "innerInstructions": [], "logMessages": [],
+                     "preTokenBalances": _balances(pre, accounts, keys),
+                     "postTokenBalances": _balances(post, accounts, keys)},
+            "transaction": {"signatures": [SOLANA_TX], "message": {
+                "accountKeys": [{"pubkey": k, "signer": i == 0, "writable": k != TOKEN_PROGRAM,
+                                 "source": "transaction"} for i, k in enumerate(keys)],
+                "recentBlockhash": "41mww1wbRbSjvBaXwue59UpGr2K58Kxf8Zq59wgo7b5w",
+                "instructions": [_transfer_checked(m) for m in case.moves]}}}
+
+
+def _balances(amounts: dict[str, int], accounts: dict[tuple[str, str], str],
+              keys: list[str]) -> list[dict[str, Any]]:
+    return [{"accountIndex": keys.index(account), "mint": SOLANA_TOKENS[token],
+             "owner": SOLANA_WALLETS[owner], "programId": TOKEN_PROGRAM,
+             "uiTokenAmount": {"amount": str(amounts[account]), "decimals": 6,
+                               "uiAmount": amounts[account] / 10**6,
+                               "uiAmountString": str(amounts[account] / 10**6)}}
+            for (owner, token), account in accounts.items()]
+
+
+def _transfer_checked(m: Move) -> dict[str, Any]:
+    return {"programId": TOKEN_PROGRAM, "program": "spl-token", "stackHeight": None,
+            "parsed": {"type": "transferChecked", "info": {
+                "source": ata(m.sender, m.token), "destination": ata(m.recipient, m.token),
+                "authority": SOLANA_WALLETS[m.sender], "mint": SOLANA_TOKENS[m.token],
+                "tokenAmount": {"amount": str(m.amount), "decimals": 6}}}}
+
+
+def solana_lookup(case: Case) -> Observed | str:
+    facts = solana_decode.transaction_facts(solana_transaction(case), SOLANA_TX)
+    assert facts is not None
+    return rules.judge_transaction(facts, [SOLANA_WALLETS[PAYEE]], SOLANA_TOKENS[USDC])
+
+
+# --- the table -----------------------------------------------------------------------------
+
+
+def verdict(result: Observed | str, wallets: dict[str, str]) -> str | tuple[int, str, str]:
+    """A chain's answer in chain-free words: a reason, or (amount, status, payer's name)."""
+    if isinstance(result, str):
+        return result
+    names = {address: name for name, address in wallets.items()}
+    assert result.to_address == wallets[PAYEE]
+    return (result.amount, rules.judge(result, VIEW, POLICY).status, names[result.from_address])
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_both_chains_reach_the_same_verdict(name: str) -> None:
+    case = CASES[name]
+    evm = verdict(evm_lookup(case), EVM_WALLETS)
+    solana = verdict(solana_lookup(case), SOLANA_WALLETS)
+    assert (evm, solana) == (case.want, case.want)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_an_evm_scan_finds_what_a_lookup_finds(name: str) -> None:
+    lookup = evm_lookup(CASES[name])
+    assert evm_scan(CASES[name]) == ([lookup] if isinstance(lookup, Observed) else [])
+
+
+def test_the_payment_carries_the_transaction_and_its_block() -> None:
+    case = CASES["paid"]
+    evm, solana = evm_lookup(case), solana_lookup(case)
+    assert isinstance(evm, Observed) and isinstance(solana, Observed)
+    assert (evm.chain, evm.tx_hash, evm.block_number, evm.block_hash) == (
+        "base", EVM_TX, 900, "0x" + "cd" * 32)
+    assert (solana.chain, solana.tx_hash, solana.block_number, solana.block_hash) == (
+        "solana", SOLANA_TX, 900, None)
