@@ -5,7 +5,7 @@ from datetime import timedelta
 import pytest
 
 from verifier import rules
-from verifier.models import ChainView, Observed, Transfer
+from verifier.models import BalanceChange, ChainView, Observed, TokenMove, Transfer, TxFacts
 
 USDC = "0x833589fcd6edb6e08f4c7c32d4f71b54bda02913"
 FAKE = "0x1111111111111111111111111111111111111111"
@@ -52,6 +52,69 @@ def test_payments_come_out_oldest_first_one_per_tx():
                                                                             block=7)],
         [PAYEE], USDC)
     assert [(p.tx_hash, p.amount) for p in ps] == [("0x02", 2_000_000), ("0x01", 1_000_000)]
+
+
+SECOND = "0x5555555555555555555555555555555555555555"
+
+
+def tx(*transfers, failed=False):
+    return TxFacts("base", "0xaa", 10, "0xbb", failed=failed, transfers=transfers)
+
+
+@pytest.mark.parametrize("facts_,reason", [
+    (tx(transfer(), failed=True), "failed_tx"),                          # failed comes first
+    (tx(transfer(to=OTHER), transfer(index=1, token=FAKE)), "wrong_token"),  # before recipient
+    (tx(transfer(to=OTHER)), "wrong_recipient"),
+    (tx(transfer(sender=PAYEE)), "wrong_recipient"),                     # payee to itself
+    (tx(transfer(amount=0)), "no_transfer"),                             # nothing moved
+    (tx(), "no_transfer"),
+])
+def test_why_a_transaction_pays_nothing(facts_, reason):
+    assert rules.judge_transaction(facts_, [PAYEE], USDC) == reason
+
+
+def test_one_payment_per_transaction_sums_every_payee_and_names_the_larger_share():
+    p = rules.judge_transaction(tx(transfer(amount=4_000), transfer(index=1, to=SECOND,
+                                                                    amount=5_000)),
+                                [PAYEE, SECOND], USDC)
+    assert isinstance(p, Observed) and (p.amount, p.to_address) == (9_000, SECOND)
+
+
+def test_a_move_between_two_payees_pays_nothing():
+    facts_ = tx(transfer(amount=700), transfer(index=1, to=SECOND, sender=PAYEE, amount=500))
+    p = rules.judge_transaction(facts_, [PAYEE, SECOND], USDC)
+    assert isinstance(p, Observed) and (p.amount, p.to_address, p.from_address) == (
+        700, PAYEE, PAYER)
+
+
+def balance(owner, change, account=None, token="mint"):
+    return BalanceChange(account or owner + "-ata", owner, token, change)
+
+
+def sol(*balances, moves=(), signers=("fee-payer",)):
+    return TxFacts("solana", "sig", 10, None, balances=balances, moves=moves, signers=signers)
+
+
+@pytest.mark.parametrize("facts_,payer", [
+    # the owner whose balance fell most, whoever signed
+    (sol(balance("payee", 30), balance("a", -10), balance("b", -20)), "b"),
+    # no owner fell (very old answers carry no owner): the authority of the move into the payee
+    (sol(balance("payee", 30), BalanceChange("x", None, "mint", -30),
+         moves=(TokenMove("y", "z", "other", 1), TokenMove("x", "payee-ata", "auth", 30))),
+     "auth"),
+    (sol(balance("payee", 30), moves=(TokenMove("x", "y", "first", 1),)), "first"),
+    (sol(balance("payee", 30)), "fee-payer"),
+])
+def test_the_solana_payer(facts_, payer):
+    p = rules.judge_transaction(facts_, ["payee"], "mint")
+    assert isinstance(p, Observed) and (p.from_address, p.amount) == (payer, 30)
+
+
+def test_a_configured_token_account_is_a_payee_whoever_owns_it():
+    p = rules.judge_transaction(sol(balance("someone", 40, account="acct"), balance("a", -40)),
+                                ["acct"], "mint")
+    assert isinstance(p, Observed) and (p.to_address, p.amount, p.from_address) == (
+        "acct", 40, "a")
 
 
 @pytest.mark.parametrize("amount,head,final,status,confs,requests", [
