@@ -55,3 +55,12 @@ class RangeTooLargeError(RpcError):
 
 class FinalRpcError(RpcError):
     """The node answered with an error that retrying will not change."""
+
+
+class SlotSkippedError(FinalRpcError):
+    """Solana -32007 / -32009: the node has no block for that slot (skipped, or missing in
+    long-term storage). Final, and its own type so that a scan can pass over that slot."""
+
+
+class BatchRefusedError(FinalRpcError):
+    """The endpoint answered a JSON-RPC batch with a single error: it does not take batches."""
