@@ -199,7 +199,8 @@ def echo(result):
 
 def batch_echo(*results):
     return lambda body: web.json_response(
-        [{"jsonrpc": "2.0", "id": c["id"], "result": r} for c, r in zip(body, results)][::-1])
+        [{"jsonrpc": "2.0", "id": c["id"], "result": r} for c, r in zip(body, results, strict=True)
+         ][::-1])
 
 
 async def client(url, codes, **kwargs) -> RpcClient:
