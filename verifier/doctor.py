@@ -128,9 +128,9 @@ async def _endpoint(chain: config_mod.ChainConfig, url: str) -> Check:
 
 async def _evm_endpoint(chain: config_mod.ChainConfig, url: str) -> str:
     """A detail line; a leading '!' marks a failure."""
-    from verifier.rpc.evm import EvmRpc
+    from verifier.rpc.client import EVM, RpcClient
 
-    rpc = EvmRpc(chain.name, [url], timeout=chain.rpc_timeout)
+    rpc = RpcClient(chain.name, [url], codes=EVM, timeout=chain.rpc_timeout)
     await rpc.open()
     try:
         endpoint = rpc.endpoints[0]

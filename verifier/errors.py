@@ -60,3 +60,12 @@ class FinalRpcError(RpcError):
 class UnreadableAnswer(VerifierError):
     """A chain answer (a log, a receipt, a transaction) is not in a shape the decoders read.
     Raised by the pure decoders; each adapter maps it to its RpcError."""
+
+
+class SlotSkippedError(FinalRpcError):
+    """Solana -32007 / -32009: the node has no block for that slot (skipped, or missing in
+    long-term storage). Final, and its own type so that a scan can pass over that slot."""
+
+
+class BatchRefusedError(FinalRpcError):
+    """The endpoint answered a JSON-RPC batch with a single error: it does not take batches."""

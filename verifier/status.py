@@ -77,7 +77,7 @@ async def _head(cfg: ChainConfig) -> int | str:
                 return (await adapter.view()).head
             finally:
                 await adapter.close()
-    except (VerifierError, TimeoutError, OSError, ValueError) as exc:
+    except (VerifierError, TimeoutError, OSError) as exc:
         return f"{exc.__class__.__name__}: {exc}".strip()
 
 

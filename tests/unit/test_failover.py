@@ -84,3 +84,38 @@ async def test_errors_name_the_endpoint_that_failed():
     with pytest.raises(FinalRpcError) as err:
         await p.call("eth_call", op)
     assert err.value.endpoint == "http://a"
+
+
+async def test_the_client_fails_over_from_a_dead_endpoint_and_honours_retry_after():
+    """The pool on top of the one client: a refused connection fails over to the next URL; an
+    HTTP 429 there waits its Retry-After (0.03 s) before the same call is asked again."""
+    from aiohttp import web
+
+    from verifier.rpc.client import EVM, RpcClient
+
+    seen: list[float] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        body = await request.json()
+        seen.append(time.monotonic())
+        if len(seen) == 1:
+            return web.Response(status=429, headers={"Retry-After": "0.03"})
+        return web.json_response({"jsonrpc": "2.0", "id": body["id"], "result": "0x2105"})
+
+    app = web.Application()
+    app.router.add_post("/", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    rpc = RpcClient("base", ["http://127.0.0.1:9/", f"http://127.0.0.1:{port}/"], codes=EVM,
+                    policy=FAST)
+    await rpc.open()
+    try:
+        assert await rpc.request("eth_chainId", []) == "0x2105"
+    finally:
+        await rpc.close()
+        await runner.cleanup()
+    assert rpc.endpoints[0].stats["errors"] >= 1 and len(seen) == 2
+    assert seen[1] - seen[0] >= 0.03

@@ -11,10 +11,10 @@ async def open_adapter(cfg: ChainConfig, observe: Observer | None = None) -> Cha
     """Builds the adapter for a configured chain, with its RPC clients opened."""
     if cfg.kind == "evm":
         from verifier.chains.evm import EvmAdapter
-        from verifier.rpc.evm import EvmRpc
+        from verifier.rpc.client import EVM, RpcClient
 
-        rpc = EvmRpc(cfg.name, cfg.rpc_urls, concurrency=cfg.rpc_concurrency,
-                     timeout=cfg.rpc_timeout, observe=observe)
+        rpc = RpcClient(cfg.name, cfg.rpc_urls, codes=EVM, concurrency=cfg.rpc_concurrency,
+                        timeout=cfg.rpc_timeout, observe=observe)
         await rpc.open()
         return EvmAdapter(cfg, rpc)
     from verifier.chains.solana import SolanaAdapter

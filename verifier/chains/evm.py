@@ -26,7 +26,7 @@ from verifier.errors import (
     UnreadableAnswer,
 )
 from verifier.models import ChainView, Cursor, Lookup, Observed
-from verifier.rpc.evm import EvmRpc
+from verifier.rpc.client import RpcClient
 from verifier.rpc.failover import Endpoint
 
 from .base import ScanResult
@@ -43,7 +43,7 @@ log = structlog.get_logger("verifier.evm")
 class EvmAdapter:
     """One EVM chain: its scanning, reorg checks, on-demand lookups and payer proofs."""
 
-    def __init__(self, cfg: ChainConfig, rpc: EvmRpc):
+    def __init__(self, cfg: ChainConfig, rpc: RpcClient):
         self.cfg = cfg
         self.chain = cfg.name
         self.rpc = rpc
@@ -91,7 +91,7 @@ class EvmAdapter:
         if self.cfg.finality == "depth":
             return ChainView(head, rules.final_block(head, self.cfg.confirmations))
         tagged = answers[2]
-        final = _int(tagged["number"]) if isinstance(tagged, dict) else -1
+        final = _int(tagged.get("number")) if isinstance(tagged, dict) else -1
         return ChainView(head, min(final, head))
 
     async def initial_cursors(self, start: int | None, view: ChainView) -> list[Cursor]:

@@ -38,11 +38,12 @@ from verifier.errors import (
     FinalRpcError,
     RetriableRpcError,
     RpcError,
+    SlotSkippedError,
     UnreadableAnswer,
 )
 from verifier.models import ChainView, Cursor, Lookup, Observed
+from verifier.rpc.client import SOLANA, RpcClient
 from verifier.rpc.failover import Endpoint, Observer, RetryPolicy
-from verifier.rpc.solana import SlotSkippedError, SolanaRpc
 from verifier.vocab import Reason
 
 log = structlog.get_logger("verifier.solana")
@@ -67,7 +68,7 @@ class SolanaAdapter:
         self,
         config: ChainConfig,
         *,
-        rpc: SolanaRpc | None = None,
+        rpc: RpcClient | None = None,
         step_limit: int = 1000,
         batch_size: int = 20,
         fetch_concurrency: int | None = None,
@@ -78,8 +79,8 @@ class SolanaAdapter:
         self.mint = config.usdc
         self.payees = tuple(config.payment_addresses)
         self.token_program = TOKEN_PROGRAM
-        self.rpc = rpc or SolanaRpc(config.rpc_urls, chain=config.name,
-                                    concurrency=config.rpc_concurrency,
+        self.rpc = rpc or RpcClient(config.name, config.rpc_urls, codes=SOLANA,
+                                    errors_in_place=True, concurrency=config.rpc_concurrency,
                                     timeout=config.rpc_timeout, policy=policy, observe=observe)
         self.step_limit = step_limit
         self.batch_size = max(1, batch_size)
@@ -97,7 +98,7 @@ class SolanaAdapter:
 
     async def open(self) -> None:
         """Creates the HTTP clients (no request is sent)."""
-        self.rpc.open()
+        await self.rpc.open()
 
     # --- start and view --------------------------------------------------------------------
 
@@ -157,7 +158,10 @@ class SolanaAdapter:
 
     async def view(self) -> ChainView:
         slot = await self.rpc.request("getSlot", [{"commitment": "finalized"}])
-        return ChainView(head=int(slot), final=int(slot))
+        if not isinstance(slot, int) or isinstance(slot, bool) or slot < 0:
+            # A garbled head is the node failing (retried), never a crash of the caller.
+            raise RetriableRpcError(f"getSlot answered {slot!r:.80} instead of a slot")
+        return ChainView(head=slot, final=slot)
 
     async def initial_cursors(self, start: int | None, view: ChainView) -> list[Cursor]:
         """``start`` is the first slot to scan; without it, only what comes after ``view``."""
