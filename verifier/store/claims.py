@@ -9,11 +9,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
-from decimal import Decimal
 
 import psycopg
 
-from verifier.config import usdc_decimal_to_base_units
+from verifier.config import usdc_decimal_to_base_units as units_of
 from verifier.sqlfiles import queries
 from verifier.store.errors import wrapped
 
@@ -52,7 +51,7 @@ class ClaimSession:
             return None
         cid, chain, tx_hash, token_hash, proof, attempts, age = row[:7]
         pid, status, sender, amount, claimed = row[7:]
-        payment = PaymentRow(pid, status, sender, _units(amount), claimed) if pid else None
+        payment = PaymentRow(pid, status, sender, units_of(amount), claimed) if pid else None
         return Claim(cid, chain, tx_hash, token_hash, proof, attempts, age, payment)
 
     async def lease(self, claim: Claim, lease: timedelta) -> None:
@@ -88,7 +87,3 @@ async def listen(conninfo: str) -> AsyncIterator[None]:
         yield
         async for _ in conn.notifies():
             yield
-
-
-def _units(amount: Decimal) -> int:
-    return usdc_decimal_to_base_units(amount)

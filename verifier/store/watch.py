@@ -11,11 +11,11 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from decimal import Decimal
 
 from psycopg_pool import AsyncConnectionPool
 
-from verifier.config import base_units_to_usdc, usdc_decimal_to_base_units
+from verifier.config import base_units_to_usdc
+from verifier.config import usdc_decimal_to_base_units as units_of
 from verifier.models import Cursor, Observed, Verdict
 from verifier.sqlfiles import queries
 from verifier.store.claims import ClaimSession, PaymentRow
@@ -84,7 +84,7 @@ class Store:
             cur = await conn.execute(self.q["pending_payments"], {"chain": chain})
             rows = await cur.fetchall()
         return [
-            PendingPayment(pid, Observed(chain, tx, block, bhash, sender, payee, _units(amount)))
+            PendingPayment(pid, Observed(chain, tx, block, bhash, sender, payee, units_of(amount)))
             for pid, tx, block, bhash, sender, payee, amount in rows
         ]
 
@@ -147,7 +147,7 @@ class Store:
         if row is None:
             return None
         pid, status, sender, _payee, amount, _block, _bhash, _expires, claimed = row
-        return PaymentRow(pid, status, sender, _units(amount), claimed)
+        return PaymentRow(pid, status, sender, units_of(amount), claimed)
 
     async def record_lookup(self, payment: Observed, verdict: Verdict) -> None:
         """A payment found on demand for a claim, written like the watcher writes it."""
@@ -161,8 +161,3 @@ class Store:
                     "numbers": [payment.block_number],
                     "hashes": [payment.block_hash],
                 })
-
-
-def _units(amount: Decimal) -> int:
-    return usdc_decimal_to_base_units(amount)
-
