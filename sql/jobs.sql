@@ -1,9 +1,5 @@
--- Named queries of the scheduled jobs (verifier/jobs.py) and of what reports on the daemon
--- (verifier/status.py, verifier/metrics.py, verifier/doctor.py). Parameters only.
--- Job locks are transaction-level advisory locks (402, 20 + n), released with the transaction.
-
--- name: try_job_lock
-SELECT pg_try_advisory_xact_lock(402, %(key)s) AS locked
+-- Named queries of the scheduled jobs (verifier/store/jobs.py). Parameters only.
+-- Each run holds its job's transaction-level advisory lock (sql/locks.sql: try_xact_lock).
 
 -- name: slot_done
 SELECT EXISTS (
@@ -31,7 +27,7 @@ SELECT h.hour
            date_trunc('hour', %(now)s::timestamptz, 'UTC') - interval '1 hour',
            interval '1 hour') AS h (hour)
  WHERE (SELECT count(*) FROM x402_analytics a WHERE a.hour_bucket = h.hour)
-       < 3  -- base, ethereum, solana
+       < %(chains)s::int  -- one row per supported chain
  ORDER BY h.hour
 
 -- name: update_analytics
@@ -62,24 +58,3 @@ WITH picked AS (
     RETURNING 1
 )
 SELECT count(*) AS moved FROM archived
-
--- name: last_job_runs
--- The newest run of each job, and when it last succeeded.
-SELECT DISTINCT ON (r.job)
-       r.job, r.status, r.slot, r.started_at, r.finished_at, r.detail, r.instance,
-       (SELECT max(o.finished_at) FROM verifier.job_runs o
-         WHERE o.job = r.job AND o.status = 'ok') AS last_ok_at
-  FROM verifier.job_runs r
- ORDER BY r.job, r.started_at DESC, r.id DESC
-
--- name: payments_by_status
-SELECT chain, status, count(*) AS n FROM x402_payments GROUP BY chain, status
-
--- name: claims_by_status
-SELECT chain, status, count(*) AS n FROM verifier.claims GROUP BY chain, status
-
--- name: ping
-SELECT 1
-
--- name: server_version
-SELECT current_setting('server_version') AS version

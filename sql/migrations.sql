@@ -1,10 +1,5 @@
--- Named queries of the migration runner (verifier/migrate.py).
-
--- name: lock
-SELECT pg_advisory_lock(402, 1)
-
--- name: unlock
-SELECT pg_advisory_unlock(402, 1)
+-- Named queries of the migration ledger (verifier/store/ledger.py). Its lock is
+-- sql/locks.sql's, keyed by LOCK_KEYS['migrations'].
 
 -- name: ledger_exists
 SELECT to_regclass('verifier.schema_migrations') IS NOT NULL AS present

@@ -11,7 +11,8 @@ Each function is one SQL call (see sql/api.sql), so a server in any language can
     if not use.allowed: answer 402 with use.reason
 
 ``conn`` is a psycopg 3 connection in autocommit mode. Only the token's SHA-256 ever reaches
-the database; the token itself is returned to the caller and never stored.
+the database; the token itself is returned to the caller and never stored. A database failure
+raises verifier.errors.DatabaseError (the psycopg error chained as its cause).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from verifier.sqlfiles import queries
+from verifier.store import api as gateway
 
 
 @dataclass(frozen=True)
@@ -54,31 +55,27 @@ def submit_claim(conn: psycopg.Connection, chain: str, tx_hash: str, token_hash:
                  proof: str | None = None) -> ClaimResult:
     if _has_nul(chain, tx_hash, token_hash, proof):
         return ClaimResult(None, "rejected", "malformed_input")
-    row = conn.execute(queries("api.sql")["submit_claim"], {
+    return ClaimResult(*gateway.submit_claim(conn, {
         "chain": chain, "tx_hash": tx_hash, "token_hash": token_hash, "proof": proof,
-    }).fetchone()
-    assert row is not None
-    return ClaimResult(*row)
+    }))
 
 
 def wait_for_claim(conn: psycopg.Connection, claim_id: int, timeout: float = 30.0,
                    poll: float = 0.5) -> ClaimResult:
     """Waits until the claim is decided (or the timeout passes: status stays 'waiting')."""
-    q = queries("api.sql")
-    conn.execute(q["listen_claim_done"])
+    gateway.listen_claim_done(conn, True)
     try:
         deadline = time.monotonic() + timeout
         while True:
-            row = conn.execute(q["claim_status"], {"claim_id": claim_id}).fetchone()
+            row = gateway.claim_status(conn, claim_id)
             if row is None:
                 return ClaimResult(claim_id, "rejected", "unknown_claim")
             if row[0] != "waiting" or time.monotonic() >= deadline:
                 return ClaimResult(claim_id, row[0], row[1])
             wait = min(poll, max(0.0, deadline - time.monotonic()))
-            for _ in conn.notifies(timeout=wait, stop_after=1):
-                pass
+            gateway.wait_notify(conn, wait)
     finally:
-        conn.execute(q["unlisten_claim_done"])
+        gateway.listen_claim_done(conn, False)
 
 
 def consume(conn: psycopg.Connection, token: str, endpoint: str, method: str, status_code: int,
@@ -87,13 +84,11 @@ def consume(conn: psycopg.Connection, token: str, endpoint: str, method: str, st
     """Checks the token and takes one paid request, atomically, logging the usage row."""
     if _has_nul(token, endpoint, method, ip_address, user_agent):
         return Consumption(False, 0, "malformed_input")
-    row = conn.execute(queries("api.sql")["consume_request"], {
+    return Consumption(*gateway.consume_request(conn, {
         "token_hash": hash_token(token), "endpoint": endpoint, "method": method,
         "status_code": status_code, "response_time_ms": response_time_ms,
         "ip_address": ip_address, "user_agent": user_agent,
-    }).fetchone()
-    assert row is not None
-    return Consumption(*row)
+    }))
 
 
 def _has_nul(*values: str | None) -> bool:

@@ -14,15 +14,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
-import psycopg
 import structlog
 
 from verifier import rules
 from verifier.addresses import canonical_tx_id
 from verifier.chains.base import ChainAdapter
 from verifier.errors import DatabaseError, RpcError
-from verifier.sqlfiles import queries
 from verifier.store import Claim, ClaimSession, PaymentRow, Store
+from verifier.store import claims as store_claims
 from verifier.vocab import Reason
 
 log = structlog.get_logger("verifier.claims")
@@ -201,12 +200,9 @@ class WorkerPool:
     async def _listen(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
-                async with await psycopg.AsyncConnection.connect(self.conninfo,
-                                                                 autocommit=True) as conn:
-                    await conn.execute(queries()["listen_claims"])
-                    self.wake.set()  # catch up on anything submitted while not listening
-                    async for _ in conn.notifies():
-                        self.wake.set()
-            except psycopg.Error as exc:
+                # the first wake catches up on anything submitted while not listening
+                async for _ in store_claims.listen(self.conninfo):
+                    self.wake.set()
+            except DatabaseError as exc:
                 log.warning("claims_listen_lost", error=str(exc))
                 await asyncio.sleep(min(self.poll_interval, 1.0))

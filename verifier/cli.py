@@ -12,11 +12,9 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import psycopg
-
 from verifier import config as config_mod
 from verifier import db, logs, migrate, rules
-from verifier.errors import ConfigError, VerifierError
+from verifier.errors import ConfigError, DatabaseError, VerifierError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -102,13 +100,12 @@ async def _verify(cfg: config_mod.Config, chain_cfg: config_mod.ChainConfig, tx:
 
 
 def _cmd_claim(args: argparse.Namespace) -> int:
-    import psycopg
-
     from verifier import api
+    from verifier.store import api as gateway
 
     url = _database_url()
     token, token_hash = api.new_token()
-    with psycopg.connect(url, autocommit=True) as conn:
+    with gateway.connect(url) as conn:
         claim = api.submit_claim(conn, args.chain, args.tx, token_hash, args.proof)
         if claim.claim_id is not None and claim.status == "waiting":
             claim = api.wait_for_claim(conn, claim.claim_id, timeout=args.wait)
@@ -235,13 +232,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"x402-verifier: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except VerifierError as exc:
-        print(f"x402-verifier: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
-    except psycopg.Error as exc:
-        # A command that talks to PostgreSQL directly (migrate, claim, status, jobs): one line.
+    except DatabaseError as exc:
+        # Every statement goes through verifier.store, which raises only DatabaseError: one line.
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"x402-verifier: database error: {detail}", file=sys.stderr)
+        return EXIT_FAILURE
+    except VerifierError as exc:
+        print(f"x402-verifier: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130

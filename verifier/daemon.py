@@ -23,8 +23,7 @@ from verifier.claims import ClaimProcessor, WorkerPool
 from verifier.config import Config
 from verifier.errors import DatabaseError, MigrationError, VerifierError
 from verifier.metrics import Metrics, MetricsServer, serve
-from verifier.sqlfiles import queries
-from verifier.store import Store
+from verifier.store import Store, ledger
 from verifier.systemd import Notifier, stall_limit, watcher_progress
 from verifier.watcher import Watcher
 
@@ -97,12 +96,7 @@ class Daemon:
     async def _check_migrations(self) -> None:
         """Refuses to run against a schema older (or other) than this version's migrations."""
         assert self.pool is not None
-        q = queries("migrations.sql")
-        async with self.pool.connection() as conn:
-            present = await (await conn.execute(q["ledger_exists"])).fetchone()
-            applied: dict[str, str] = {}
-            if present and present[0]:
-                applied = dict(await (await conn.execute(q["applied"])).fetchall())
+        applied = await ledger.applied_async(self.pool)
         try:
             todo = migrate.pending(migrate.discover(), applied)
         except MigrationError as exc:

@@ -16,12 +16,10 @@ import dataclasses
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-import psycopg
-
 from verifier import config as config_mod
 from verifier import db, migrate
-from verifier.errors import ConfigError, MigrationError, VerifierError
-from verifier.sqlfiles import queries
+from verifier.errors import ConfigError, DatabaseError, MigrationError, VerifierError
+from verifier.store import ledger, reports
 
 RPC_TIMEOUT = 15.0
 
@@ -78,26 +76,20 @@ def _database(env: Mapping[str, str]) -> tuple[Check, str | None]:
     try:
         settings = config_mod.load_database(env)
         url = db.resolve_url(settings.database_url, settings.embedded_dir)
-        with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
-            version = conn.execute(queries("jobs.sql")["server_version"]).fetchone()
-            where = f"{conn.info.host or 'socket'}/{conn.info.dbname}"
-    except (psycopg.Error, VerifierError) as exc:
+        version, where = reports.server(url)
+    except VerifierError as exc:
         return Check("database", False, f"{exc.__class__.__name__}: {exc}".strip()), None
     embedded = "" if settings.database_url else " (embedded; DATABASE_URL is not set)"
-    return Check("database", True, f"PostgreSQL {version[0] if version else '?'} at {where}"
+    return Check("database", True, f"PostgreSQL {version} at {where}"
                  + embedded), url
 
 
 def _migrations(url: str) -> Check:
-    q = queries("migrations.sql")
     try:
-        with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
-            present = conn.execute(q["ledger_exists"]).fetchone()
-            applied: dict[str, str] = dict(conn.execute(q["applied"]).fetchall()) \
-                if present and present[0] else {}
+        applied = ledger.applied(url)
         known = migrate.discover()
         todo = migrate.pending(known, applied)
-    except (psycopg.Error, MigrationError) as exc:
+    except (DatabaseError, MigrationError) as exc:
         return Check("migrations", False, str(exc))
     unknown = sorted(set(applied) - {m.filename for m in known})
     if todo:

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from verifier.errors import ConfigError
-from verifier.sqlfiles import queries
 
 
 def start(embedded_dir: Path, database: str = "x402") -> str:
@@ -50,10 +49,6 @@ def _server(pgdata: Path) -> Any:
 
 
 def _ensure_database(admin_url: str, database: str) -> None:
-    import psycopg
-    from psycopg import sql
+    from verifier.store import admin
 
-    q = queries("admin.sql")
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        if not conn.execute(q["database_exists"], {"name": database}).fetchone():
-            conn.execute(sql.SQL(q["create_database"]).format(name=sql.Identifier(database)))
+    admin.ensure_database(admin_url, database)

@@ -1,6 +1,6 @@
 """Scheduled maintenance: cleanup, hourly analytics (with back-fill) and usage retention.
 
-Every run takes its job's transaction-level advisory lock (402, 20 + n) on a connection of its
+Every run takes its job's transaction-level advisory lock (verifier.store.locks) on a connection of its
 own, so one instance of a multi-daemon deployment runs a job at a time; the others log the run as
 skipped. A scheduled run also belongs to a fire time (its slot): a slot another instance already
 ran is skipped too, so N daemons on one schedule run each job once per slot. Every run, skipped
@@ -31,16 +31,15 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
-from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from verifier.config import Config
 from verifier.errors import DatabaseError, VerifierError
-from verifier.sqlfiles import queries
+from verifier.store import jobs as sql
+from verifier.store.locks import JOB_KEYS
 
 log = structlog.get_logger("verifier.jobs")
 
-JOB_KEYS = {"cleanup": 20, "analytics": 21, "retention": 22}
 JOBS = tuple(JOB_KEYS)
 MISFIRE_GRACE = 300  # seconds a run may start late (a busy loop, a suspended host) and still run
 RETENTION_BATCH = 10_000
@@ -87,9 +86,6 @@ class Jobs:
     on_run: Callable[[JobRun], None] | None = None
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def __post_init__(self) -> None:
-        self.q = queries("jobs.sql")
-
     async def run(self, job: str, *, slot: datetime | None = None, hour: datetime | None = None,
                   backfill_only: bool = False) -> JobRun:
         """One run of ``job``; never raises for a database failure (the run is 'failed')."""
@@ -99,7 +95,7 @@ class Jobs:
         started, t0 = self.clock(), time.monotonic()
         try:
             status, detail = await self._locked(job, slot, body, started, t0)
-        except (psycopg.Error, DatabaseError) as exc:
+        except DatabaseError as exc:
             status, detail = "failed", {"error": _describe(exc)}
         result = JobRun(job, status, detail, time.monotonic() - t0, slot)
         self._report(result)
@@ -119,49 +115,39 @@ class Jobs:
     async def _locked(self, job: str, slot: datetime | None, body: Body, started: datetime,
                       t0: float) -> tuple[Status, dict[str, Any]]:
         status: Status
-        async with self.pool.connection() as conn, conn.transaction():
-            if not await self._one(conn, "try_job_lock", {"key": JOB_KEYS[job]}):
+        async with sql.run_transaction(self.pool, job) as conn:
+            if not await sql.try_lock(conn, job):
                 status, detail = "skipped", {"reason": "running_elsewhere"}
-            elif slot is not None and await self._one(conn, "slot_done",
-                                                      {"job": job, "slot": slot}):
+            elif slot is not None and await sql.slot_done(conn, job, slot):
                 status, detail = "skipped", {"reason": "already_ran"}
             else:
                 status, detail = await self._guarded(conn, body)
-            await conn.execute(self.q["record_run"], {
-                "job": job, "slot": slot, "status": status, "detail": Jsonb(detail),
-                "instance": self.instance, "started_at": started,
-                "finished_at": started + timedelta(seconds=time.monotonic() - t0),
-            })
+            await sql.record_run(
+                conn, job=job, slot=slot, status=status, detail=detail,
+                instance=self.instance, started_at=started,
+                finished_at=started + timedelta(seconds=time.monotonic() - t0))
         return status, detail
 
     async def _guarded(self, conn: psycopg.AsyncConnection, body: Body
                        ) -> tuple[Status, dict[str, Any]]:
         """The job's work in a savepoint: a failure is rolled back and recorded, not raised."""
         try:
-            async with conn.transaction():
+            async with sql.savepoint(conn):
                 return "ok", await body(conn)
-        except (psycopg.Error, VerifierError) as exc:
+        except VerifierError as exc:
             return "failed", {"error": _describe(exc)}
         except Exception as exc:
             log.exception("job_bug")  # a bug must not stop the schedule: logged whole, recorded
             return "failed", {"error": _describe(exc)}
 
-    async def _one(self, conn: psycopg.AsyncConnection, name: str, params: dict[str, Any]) -> Any:
-        row = await (await conn.execute(self.q[name], params)).fetchone()
-        return row[0] if row else None
-
     # -- the jobs -------------------------------------------------------------------------------
 
     async def _cleanup(self, conn: psycopg.AsyncConnection) -> dict[str, Any]:
-        expired = await self._one(conn, "cleanup", {})
-        cur = await conn.execute(self.q["prune_job_runs"],
-                                 {"before": self.clock() - JOB_RUNS_KEPT})
-        return {"expired": int(expired or 0), "job_runs_pruned": cur.rowcount}
+        expired, pruned = await sql.cleanup(conn, self.clock() - JOB_RUNS_KEPT)
+        return {"expired": expired, "job_runs_pruned": pruned}
 
     async def missing_hours(self, conn: psycopg.AsyncConnection) -> list[datetime]:
-        cur = await conn.execute(self.q["missing_analytics_hours"],
-                                 {"now": self.clock(), "hours": self.backfill_hours})
-        return [row[0] for row in await cur.fetchall()]
+        return await sql.missing_analytics_hours(conn, self.clock(), self.backfill_hours)
 
     async def _analytics(self, conn: psycopg.AsyncConnection, *, hour: datetime | None,
                          backfill_only: bool) -> dict[str, Any]:
@@ -173,7 +159,7 @@ class Jobs:
             extra = [] if backfill_only else [hour_of(self.clock()) - timedelta(hours=1)]
             hours = sorted(set(missing) | set(extra))
         for h in hours:
-            await conn.execute(self.q["update_analytics"], {"hour": h})
+            await sql.update_analytics(conn, h)
         return {"mode": mode, "hours": len(hours),
                 "first": hours[0].isoformat() if hours else None,
                 "last": hours[-1].isoformat() if hours else None}
@@ -184,12 +170,10 @@ class Jobs:
         before = self.clock() - timedelta(days=self.retention_days)
         moved = batches = 0
         while not self.stopping.is_set():
-            async with self.pool.connection() as conn:
-                n = await self._one(conn, "archive_usage_batch",
-                                    {"before": before, "batch": self.batch_size})
+            n = await sql.archive_usage_batch(self.pool, before, self.batch_size)
             if not n:
                 break
-            moved, batches = moved + int(n), batches + 1
+            moved, batches = moved + n, batches + 1
             if n < self.batch_size:
                 break
         return {"moved": moved, "batches": batches, "before": before.isoformat(),

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-import psycopg
 import structlog
 from aiohttp import web
 from prometheus_client import (
@@ -37,11 +36,11 @@ from psycopg_pool import AsyncConnectionPool
 
 from verifier import vocab
 from verifier.config import ChainConfig
-from verifier.errors import ConfigError
+from verifier.errors import ConfigError, DatabaseError
 from verifier.jobs import JOBS, JobRun
 from verifier.models import ChainView
 from verifier.rpc.failover import Endpoint, Observer
-from verifier.sqlfiles import queries
+from verifier.store import reports
 
 log = structlog.get_logger("verifier.metrics")
 
@@ -148,22 +147,16 @@ class Metrics:
         """Payments and claims by chain and status, and when each job last succeeded on any
         instance; database_up says whether it worked."""
         assert self.pool is not None
-        q = queries("jobs.sql")
         try:
-            async with self.pool.connection(timeout=PING_TIMEOUT) as conn:
-                counts: dict[str, dict[tuple[str, str], int]] = {}
-                for name in ("payments_by_status", "claims_by_status"):
-                    rows = await (await conn.execute(q[name])).fetchall()
-                    counts[name] = {(chain, status): int(n) for chain, status, n in rows}
-                cur = await conn.execute(q["last_job_runs"])
-                self.last_ok = {row[0]: row[7].timestamp() for row in await cur.fetchall()
-                                if row[7] is not None}
-        except psycopg.Error as exc:
+            found = await reports.counts(self.pool, PING_TIMEOUT)
+        except DatabaseError as exc:
             if self.database_up is not False:
                 log.warning("metrics_refresh_failed", error=str(exc))
             self.database_up = False
             return
-        self.counts, self.database_up = counts, True
+        self.last_ok = {job: at.timestamp() for job, at in found.last_ok.items()}
+        self.counts = {"payments_by_status": found.payments, "claims_by_status": found.claims}
+        self.database_up = True
 
     async def refresh_loop(self, stop: asyncio.Event, every: float) -> None:
         while not stop.is_set():
@@ -177,11 +170,9 @@ class Metrics:
         if self.pool is None:
             return False, "not connected"
         try:
-            async with asyncio.timeout(PING_TIMEOUT), \
-                    self.pool.connection(timeout=PING_TIMEOUT) as conn:
-                await conn.execute(queries("jobs.sql")["ping"])
-        except (psycopg.Error, TimeoutError) as exc:
-            return False, f"{exc.__class__.__name__}: {exc}".strip()
+            await reports.ping(self.pool, PING_TIMEOUT)
+        except (DatabaseError, TimeoutError) as exc:
+            return False, str(exc).strip() or exc.__class__.__name__
         return True, "ok"
 
     async def readiness(self) -> tuple[bool, dict[str, Any]]:

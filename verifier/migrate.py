@@ -13,10 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg
-
 from verifier.errors import MigrationError
-from verifier.sqlfiles import migrations_dir, queries
+from verifier.sqlfiles import migrations_dir
+from verifier.store import ledger
 
 _FILE = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 
@@ -71,29 +70,14 @@ def run(
     migrations = discover(folder)
     if not migrations:
         raise MigrationError("no migration files found")
-    q = queries("migrations.sql")
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(q["lock"])
-        try:
-            applied = _applied(conn, q)
-            todo = pending(migrations, applied)
-            for m in todo:
-                if dry_run:
-                    say(f"would apply {m.filename}")
-                    continue
-                with conn.transaction():
-                    conn.execute(m.sql)  # no parameters: the simple protocol runs the whole file
-                    conn.execute(q["record"], {"filename": m.filename, "sha256": m.sha256})
-                say(f"applied {m.filename}")
-            if not todo:
-                say("database is up to date")
-            return [m.filename for m in todo]
-        finally:
-            conn.execute(q["unlock"])
-
-
-def _applied(conn: psycopg.Connection, q: dict[str, str]) -> dict[str, str]:
-    row = conn.execute(q["ledger_exists"]).fetchone()
-    if not row or not row[0]:
-        return {}
-    return {name: sha for name, sha in conn.execute(q["applied"]).fetchall()}
+    with ledger.locked(conninfo) as conn:
+        todo = pending(migrations, ledger.applied_on(conn))
+        for m in todo:
+            if dry_run:
+                say(f"would apply {m.filename}")
+                continue
+            ledger.apply(conn, m.filename, m.sha256, m.sql)
+            say(f"applied {m.filename}")
+        if not todo:
+            say("database is up to date")
+        return [m.filename for m in todo]

@@ -14,20 +14,16 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import psycopg
-from psycopg.rows import dict_row
-
 from verifier.config import ChainConfig
 from verifier.errors import VerifierError
-from verifier.sqlfiles import queries
+from verifier.store import reports
 
 HEAD_TIMEOUT = 10.0
 
 
 def gather(url: str, chains: Mapping[str, ChainConfig]) -> dict[str, Any]:
-    with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
-        cursors = {r["chain"]: r for r in conn.execute(queries()["chain_status"]).fetchall()}
-        runs = list(conn.execute(queries("jobs.sql")["last_job_runs"]).fetchall())
+    rows, runs = reports.status(url)
+    cursors = {r["chain"]: r for r in rows}
     heads = asyncio.run(_heads(chains)) if chains else {}
     names = list(chains) + sorted(set(cursors) - set(chains))
     return {"chains": [_chain_row(n, cursors.get(n), heads.get(n), chains.get(n)) for n in names],

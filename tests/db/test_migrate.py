@@ -13,7 +13,7 @@ import pytest
 
 from tests.db import data
 from verifier import migrate
-from verifier.errors import MigrationError
+from verifier.errors import DatabaseError, MigrationError
 from verifier.sqlfiles import migrations_dir
 
 # Later migrations (004+) belong to other pieces; these tests hold for whatever is there.
@@ -121,8 +121,9 @@ def test_a_failing_migration_is_rolled_back_and_not_recorded(empty_database_url,
     shutil.copytree(migrations_dir(), folder)
     (folder / "999_broken.sql").write_text(
         "CREATE TABLE half_done (id INTEGER);\nSELECT no_such_function();\n")
-    with pytest.raises(psycopg.errors.UndefinedFunction):
+    with pytest.raises(DatabaseError, match=r"999_broken\.sql") as failed:
         migrate.run(empty_database_url, folder=folder, say=quiet)
+    assert isinstance(failed.value.__cause__, psycopg.errors.UndefinedFunction)
     assert [name for name, _ in ledger(empty_database_url)] == ALL
     with psycopg.connect(empty_database_url) as c:
         assert c.execute("SELECT to_regclass('half_done')").fetchone()[0] is None

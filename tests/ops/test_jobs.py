@@ -20,6 +20,7 @@ from tests.daemon import eventually
 from tests.db import data
 from tests.ops.harness import admin_query, job_runner
 from verifier import config, jobs
+from verifier.store import LOCK_KEYS
 
 HOUR = datetime(2025, 6, 10, 12, 0, tzinfo=UTC)  # the fixed "now" hour of the back-fill tests
 NOW = HOUR + timedelta(minutes=34, seconds=56)
@@ -108,13 +109,14 @@ def jobs_cli(database_url: str, *args: str) -> subprocess.CompletedProcess:
 
 def test_jobs_run_cli_runs_once_under_the_same_lock(conn, database_url):
     pid = expired_payment(conn)
-    conn.execute("SELECT pg_advisory_lock(402, 20)")  # as if a daemon were running cleanup
+    key = {"key": LOCK_KEYS["job:cleanup"]}
+    conn.execute("SELECT pg_advisory_lock(402, %(key)s)", key)  # as if a daemon ran cleanup
     held = jobs_cli(database_url, "cleanup")
     assert held.returncode == 0, held.stderr
     assert json.loads(held.stdout) | {"seconds": 0} == {
         "job": "cleanup", "status": "skipped", "reason": "running_elsewhere", "seconds": 0}
     assert status_of(conn, pid) == "verified"
-    conn.execute("SELECT pg_advisory_unlock(402, 20)")
+    conn.execute("SELECT pg_advisory_unlock(402, %(key)s)", key)
 
     done = jobs_cli(database_url, "cleanup")
     assert done.returncode == 0, done.stderr

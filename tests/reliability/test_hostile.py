@@ -27,7 +27,7 @@ from tests.support.evm import TRANSFER_TOPIC, sign_claim
 from tests.support.faults import FaultProxy
 from verifier import api, config, rules
 from verifier.daemon import Daemon
-from verifier.errors import ConfigError
+from verifier.errors import ConfigError, DatabaseError
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -465,8 +465,9 @@ async def test_consume_with_an_impossible_value_fails_whole_and_takes_nothing(
                         proof(paid.signer, paid.tx_hash, token_hash))).status == "issued"
     args = {"endpoint": "/x", "method": "GET", "status_code": 200, "response_time_ms": 5,
             "ip_address": "203.0.113.7", field: value}
-    with pytest.raises(error):
+    with pytest.raises(DatabaseError) as refused:
         await consume(world.url, token, **args)
+    assert isinstance(refused.value.__cause__, error)
     after = await consume(world.url, token)
     assert after.allowed and after.requests_remaining == 999
     await still_serving(world)
