@@ -13,8 +13,6 @@ from typing import Any
 import pytest
 from solders.keypair import Keypair
 
-from tests.support.solana_server import SolanaServer
-from tests.support.solana_tokens import TokenKit, ata
 from verifier.chains.solana_rules import (
     UnreadableTransaction,
     decode_proof,
@@ -22,6 +20,8 @@ from verifier.chains.solana_rules import (
     newest_first_until,
     verify_ed25519,
 )
+from verifier.devnet.solana_server import SolanaServer
+from verifier.devnet.solana_tokens import TokenKit, ata
 
 USDC = "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v"
 DEVNET_USDC = "4zMMC9srt5Ri5X14GAgXhaHii3GnPAEERYPJgZJDncDU"
