@@ -53,7 +53,8 @@ def anvil_bin() -> str:
     for candidate in (native, NODE_MODULES / ".bin" / "anvil"):
         if candidate.exists():
             return str(candidate)
-    raise AnvilError(f"anvil not found under {NODE_MODULES}; run `make install` or set ANVIL_BIN")
+    raise AnvilError(f"anvil not found under {NODE_MODULES}; run `make install`, or set "
+                     f"ANVIL_BIN or {tools.TOOLS_ENV}")
 
 
 def rpc(url: str, method: str, params: Sequence[Any] = (), timeout: float = 10.0) -> Any:

@@ -92,7 +92,8 @@ def artifact(name: str) -> Artifact:
 def _solc_js_dir() -> Path:
     path = Path(os.environ.get("SOLC_JS_DIR", SOLC_JS_DIR))
     if not (path / "soljson.js").exists():
-        raise SolcError(f"solc-js not found at {path}; run `make install`")
+        raise SolcError(f"solc-js not found at {path}; run `make install`, or set SOLC_JS_DIR "
+                        f"or {tools.TOOLS_ENV}")
     return path
 
 
