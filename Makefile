@@ -1,4 +1,4 @@
-# The one entry point: make install | test | lint | demo | chaos | bench
+# The one entry point: make install | test | lint | demo | chaos | bench | clean
 # Every target bootstraps what it needs, so each works alone on a fresh clone.
 
 SHELL := /bin/bash
@@ -11,6 +11,10 @@ SOLC_VERSION := 0.8.37
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 CHAOS_ARGS ?=
+# `make bench` sizes: minutes, not the figures' full scale (see each script's --help for that).
+BENCH_EVM_ARGS ?= --payments 1000 --payers 50 --blocks 200 --claims 100
+BENCH_SOLANA_ARGS ?= --payments 300 --payers 10
+BENCH_SQL_ARGS ?= --scale 0.1 --runs 100
 
 .PHONY: install test lint demo chaos bench clean
 
@@ -44,6 +48,13 @@ demo: install
 # any difference between the database and the chains.
 chaos: install
 	$(BIN)/python scripts/chaos.py $(CHAOS_ARGS)
+
+# The three benchmarks, one after the other: the daemon against a naive verifier on anvil, Solana
+# through the LiteSVM node, the SQL statements on a tenth of the guide's 30-day data.
+bench: install
+	$(BIN)/python scripts/bench_evm.py $(BENCH_EVM_ARGS)
+	$(BIN)/python scripts/bench_solana.py $(BENCH_SOLANA_ARGS)
+	$(BIN)/python scripts/bench_sql.py $(BENCH_SQL_ARGS)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) var .pytest_cache .ruff_cache .mypy_cache

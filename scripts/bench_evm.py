@@ -35,9 +35,9 @@ import psycopg  # noqa: E402
 from psycopg import sql  # noqa: E402
 from psycopg.conninfo import make_conninfo  # noqa: E402
 
-from tests.support.anvil import Anvil  # noqa: E402
-from tests.support.evm import USDC_BASE, EvmDevnet, sign_claim  # noqa: E402
 from verifier import api, db, migrate, rules  # noqa: E402
+from verifier.devnet.anvil import Anvil  # noqa: E402
+from verifier.devnet.evm import USDC_BASE, EvmDevnet, sign_claim  # noqa: E402
 from verifier.sqlfiles import queries  # noqa: E402
 
 PAYEE = "0x2222222222222222222222222222222222222222"

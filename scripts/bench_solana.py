@@ -3,7 +3,7 @@
 
     .venv/bin/python scripts/bench_solana.py [--payments 2000] [--latency 0.05] [--no-daemon]
 
-1. The node (tests/support/solana_server.py, in its own process so it does not share the GIL
+1. The node (verifier/devnet/solana_server.py, in its own process so it does not share the GIL
    with what is measured) executes N USDC payments to one payee from several payers, then
    answers every HTTP request after an added ``--latency`` seconds.
 2. The adapter's scan loop (SolanaAdapter.scan until done, as the watcher drives it), in this
@@ -42,8 +42,8 @@ USDC = "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v"
 
 def serve(payments: int, payers: int, latency: float) -> None:
     """Child: builds the ledger, prints what the parent needs, answers commands on stdin."""
-    from tests.support.solana_server import SolanaServer
-    from tests.support.solana_tokens import TokenKit
+    from verifier.devnet.solana_server import SolanaServer
+    from verifier.devnet.solana_tokens import TokenKit
 
     with SolanaServer() as node:
         kit = TokenKit(node)

@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.reliability.soak import Plan, report, run  # noqa: E402
+from verifier.devnet.soak import Plan, report, run  # noqa: E402
 
 BOUND = 600.0  # seconds: the whole soak, set-up to audit
 

@@ -40,10 +40,10 @@ from psycopg.conninfo import make_conninfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.support.evm import sign_claim
-from tests.support.solana_tokens import USDC_MINT
 from verifier import api, config, db, jobs, logs, migrate, rules
 from verifier.config import base_units_to_usdc, usdc_to_base_units
+from verifier.devnet.evm import sign_claim
+from verifier.devnet.solana_tokens import USDC_MINT
 from verifier.errors import VerifierError
 from verifier.sqlfiles import queries
 
@@ -329,8 +329,8 @@ class Payer:
 @dataclass
 class Demo:
     url: str
-    evm: Any  # tests.support.evm.EvmDevnet
-    kit: Any  # tests.support.solana_tokens.TokenKit
+    evm: Any  # verifier.devnet.evm.EvmDevnet
+    kit: Any  # verifier.devnet.solana_tokens.TokenKit
     sol_payee: Any  # Keypair
     daemon: Any  # verifier.daemon.Daemon
     names: dict[str, str]  # payer address -> name, for the progress lines
@@ -424,10 +424,10 @@ def daemon_env(evm_url: str, sol_url: str, sol_payee: str) -> dict[str, str]:
 
 
 async def run_full(duration: float) -> int:
-    from tests.support.evm import local_devnet
-    from tests.support.solana_server import SolanaServer
-    from tests.support.solana_tokens import TokenKit
     from verifier.daemon import Daemon
+    from verifier.devnet.evm import local_devnet
+    from verifier.devnet.solana_server import SolanaServer
+    from verifier.devnet.solana_tokens import TokenKit
 
     logs.configure("console", level=logging.WARNING)  # the demo prints its own progress
     url = fresh_demo_database()
@@ -489,7 +489,7 @@ async def run_daemon_with(demo: Demo, stop: asyncio.Event, duration: float) -> b
 
 async def produce_blocks(evm_url: str, stop: asyncio.Event) -> None:
     """anvil mines a block per transaction; these extra blocks bring confirmations."""
-    from tests.support.anvil import rpc
+    from verifier.devnet.anvil import rpc
 
     while not stop.is_set():
         await asyncio.to_thread(rpc, evm_url, "anvil_mine", ["0x1"])

@@ -15,12 +15,9 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
-
 from verifier import migrate
-from verifier.sqlfiles import queries
+from verifier.devnet.postgres import create_database as create_database
+from verifier.devnet.postgres import drop_database as drop_database
 
 
 def docker_answers(timeout: float = 0.25) -> bool:
@@ -67,30 +64,6 @@ def server(tmp_dir: Path) -> Iterator[str]:
         finally:
             srv.cleanup()
             shutil.rmtree(base, ignore_errors=True)
-
-
-def with_db(url: str, name: str) -> str:
-    return make_conninfo(url, dbname=name)
-
-
-def create_database(admin_url: str, name: str, template: str | None = None) -> str:
-    q = queries("admin.sql")
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL(q["drop_database"]).format(name=sql.Identifier(name)))
-        if template:
-            stmt = sql.SQL(q["create_database_from_template"]).format(
-                name=sql.Identifier(name), template=sql.Identifier(template)
-            )
-        else:
-            stmt = sql.SQL(q["create_database"]).format(name=sql.Identifier(name))
-        conn.execute(stmt)
-    return with_db(admin_url, name)
-
-
-def drop_database(admin_url: str, name: str) -> None:
-    q = queries("admin.sql")
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL(q["drop_database"]).format(name=sql.Identifier(name)))
 
 
 def migrated_template(admin_url: str) -> str:

@@ -7,10 +7,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from tests.support.evm import EvmDevnet, local_devnet
-
-PAYEE = "0x2222222222222222222222222222222222222222"
-OTHER = "0x3333333333333333333333333333333333333333"
+from verifier.devnet.evm import OTHER as OTHER  # re-exported for the tests
+from verifier.devnet.evm import PAYEE, EvmDevnet, local_devnet
 
 
 @dataclass

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.anvil import Anvil
-from tests.support.evm import USDC_BASE, EvmDevnet, local_devnet
+from verifier.devnet.anvil import Anvil
+from verifier.devnet.evm import USDC_BASE, EvmDevnet, local_devnet
 
 
 @dataclass

@@ -10,11 +10,11 @@ import pytest
 
 from tests.daemon import eventually, query, running_daemon
 from tests.evm.chain import PAYEE, daemon_env, fresh_chain
-from tests.support.evm import sign_claim
 from verifier import api, rules
 from verifier.claims import ClaimProcessor
 from verifier.config import load
 from verifier.daemon import Daemon
+from verifier.devnet.evm import sign_claim
 
 
 @pytest.fixture

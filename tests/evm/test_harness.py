@@ -6,9 +6,9 @@ import pytest
 from eth_account import Account
 from eth_utils import keccak
 
-from tests.support import solc
-from tests.support.anvil import Anvil, AnvilError, rpc
-from tests.support.evm import (
+from verifier.devnet import solc
+from verifier.devnet.anvil import Anvil, AnvilError, rpc
+from verifier.devnet.evm import (
     ERC1271_INVALID,
     ERC1271_MAGIC,
     TRANSFER_TOPIC,

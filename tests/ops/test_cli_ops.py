@@ -16,9 +16,9 @@ from solders.keypair import Keypair
 
 from tests.db import data
 from tests.ops.harness import PAYEE
-from tests.support.evm import EvmDevnet, local_devnet
-from tests.support.solana_server import SolanaServer
-from tests.support.solana_tokens import TokenKit
+from verifier.devnet.evm import EvmDevnet, local_devnet
+from verifier.devnet.solana_server import SolanaServer
+from verifier.devnet.solana_tokens import TokenKit
 
 
 @pytest.fixture

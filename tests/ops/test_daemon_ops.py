@@ -27,7 +27,7 @@ from tests.ops.harness import (
     samples,
     value,
 )
-from tests.support.evm import EvmDevnet, local_devnet
+from verifier.devnet.evm import EvmDevnet, local_devnet
 from verifier.systemd import Notifier
 
 

@@ -20,8 +20,8 @@ import pytest
 
 from tests.daemon import query
 from tests.ops.harness import PAYEE, daemon_env, notify_socket
-from tests.support.evm import EvmDevnet, local_devnet, sign_claim
 from verifier import api, config, rules
+from verifier.devnet.evm import EvmDevnet, local_devnet, sign_claim
 
 REPO = Path(__file__).resolve().parents[2]
 UNITS = REPO / "systemd"

@@ -13,9 +13,9 @@ from eth_account.signers.local import LocalAccount
 
 from tests.daemon import query
 from tests.evm.chain import PAYEE, Chain, fresh_chain
-from tests.support.evm import sign_claim
-from tests.support.faults import Fault, FaultProxy
 from verifier import api, rules
+from verifier.devnet.evm import sign_claim
+from verifier.devnet.faults import Fault, FaultProxy
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import psycopg
 
-from tests.reliability.soak import Plan, report, soaked
-from tests.support.faults import Fault
+from verifier.devnet.faults import Fault
+from verifier.devnet.soak import Plan, report, soaked
 
 
 def test_short_chaos_run_loses_nothing_and_credits_nothing_twice(tmp_path):

@@ -11,8 +11,8 @@ import pytest
 
 from tests.daemon import eventually, query, running_daemon
 from tests.evm.chain import daemon_env, fresh_chain
-from tests.reliability.postgres import RestartablePostgres
 from tests.reliability.support import claim_all, pay_many, payments
+from verifier.devnet.postgres import RestartablePostgres
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import pytest
 from tests.daemon import eventually, query, running_daemon
 from tests.evm.chain import daemon_env
 from tests.reliability.support import claim_all, pay_from_wallet, pay_many, payments, proxied_chain
-from tests.support.faults import HEAD_METHODS, NULLABLE_METHODS, Fault
+from verifier.devnet.faults import HEAD_METHODS, NULLABLE_METHODS, Fault
 
 RPC_TIMEOUT = "0.5"  # the proxy's hang lasts longer than this
 # Every call the daemon makes on an EVM chain: start-up checks, watcher, lookups, EIP-1271.

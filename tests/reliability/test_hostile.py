@@ -22,11 +22,11 @@ from tests import pg
 from tests.daemon import eventually, query, running_daemon
 from tests.evm.chain import OTHER, PAYEE, Chain, daemon_env, fresh_chain
 from tests.reliability.support import Paid, claim, payments, proof
-from tests.support.anvil import Anvil
-from tests.support.evm import TRANSFER_TOPIC, sign_claim
-from tests.support.faults import FaultProxy
 from verifier import api, config, rules
 from verifier.daemon import Daemon
+from verifier.devnet.anvil import Anvil
+from verifier.devnet.evm import TRANSFER_TOPIC, sign_claim
+from verifier.devnet.faults import FaultProxy
 from verifier.errors import ConfigError, DatabaseError
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -546,8 +546,8 @@ async def test_a_usdc_address_without_code_is_refused_at_start(world, database_u
 async def test_a_garbled_signature_list_does_not_stop_the_solana_watcher(database_url):
     """getSignaturesForAddress entries without a slot, or not even objects: the watcher fails
     that poll, logs it, and carries on; the payment is verified once the node answers sanely."""
-    from tests.support.solana_server import SolanaServer
-    from tests.support.solana_tokens import TokenKit
+    from verifier.devnet.solana_server import SolanaServer
+    from verifier.devnet.solana_tokens import TokenKit
 
     with SolanaServer() as node, FaultProxy(node.url) as proxy:
         kit = TokenKit(node)

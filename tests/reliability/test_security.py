@@ -16,10 +16,10 @@ from psycopg import sql
 
 from tests.daemon import query
 from tests.evm.chain import daemon_env, fresh_chain
-from tests.reliability.postgres import RestartablePostgres
-from tests.reliability.soak import AUDIT
 from tests.reliability.support import pay_many, proof
 from verifier import api
+from verifier.devnet.postgres import RestartablePostgres
+from verifier.devnet.soak import AUDIT
 
 REPO = Path(__file__).resolve().parents[2]
 

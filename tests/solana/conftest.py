@@ -6,11 +6,11 @@ from typing import Any, Protocol
 import pytest
 from solders.keypair import Keypair
 
-from tests.support.solana_server import SolanaServer
-from tests.support.solana_tokens import USDC_MINT, TokenKit
 from verifier.chains.base import ScanResult
 from verifier.chains.solana import SolanaAdapter
 from verifier.config import ChainConfig
+from verifier.devnet.solana_server import SolanaServer
+from verifier.devnet.solana_tokens import USDC_MINT, TokenKit
 from verifier.models import Cursor, Observed
 from verifier.rpc.failover import RetryPolicy
 

@@ -10,9 +10,9 @@ import psycopg
 from solders.keypair import Keypair
 
 from tests.daemon import eventually, query, running_daemon
-from tests.support.solana_server import Fault, SolanaServer
-from tests.support.solana_tokens import TokenKit, ata
 from verifier import api, rules
+from verifier.devnet.solana_server import Fault, SolanaServer
+from verifier.devnet.solana_tokens import TokenKit, ata
 
 
 def daemon_env(node: SolanaServer, payee: Keypair, start_slot: int) -> dict[str, str]:

@@ -9,9 +9,9 @@ import pytest
 from solders.keypair import Keypair
 
 from tests.solana.conftest import FAST, scan_all, solana_config, start_cursors
-from tests.support.solana_server import SolanaServer
-from tests.support.solana_tokens import TokenKit, ata
 from verifier.chains.solana import SolanaAdapter
+from verifier.devnet.solana_server import SolanaServer
+from verifier.devnet.solana_tokens import TokenKit, ata
 from verifier.models import Cursor
 
 PAYMENTS = 1_200

@@ -5,8 +5,8 @@ from __future__ import annotations
 from solders.keypair import Keypair
 
 from tests.solana.conftest import MakeAdapter, scan_all, start_cursors
-from tests.support.solana_server import SolanaServer
-from tests.support.solana_tokens import (
+from verifier.devnet.solana_server import SolanaServer
+from verifier.devnet.solana_tokens import (
     USDC_MINT,
     TokenKit,
     ata,

@@ -8,8 +8,8 @@ import pytest
 from solders.keypair import Keypair
 
 from tests.solana.conftest import MakeAdapter, scan_all, start_cursors
-from tests.support.solana_server import Fault, SolanaServer
-from tests.support.solana_tokens import TokenKit
+from verifier.devnet.solana_server import Fault, SolanaServer
+from verifier.devnet.solana_tokens import TokenKit
 from verifier.errors import RpcError
 
 

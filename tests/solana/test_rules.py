@@ -13,8 +13,6 @@ from typing import Any
 import pytest
 from solders.keypair import Keypair
 
-from tests.support.solana_server import SolanaServer
-from tests.support.solana_tokens import TokenKit, ata
 from verifier import rules
 from verifier.chains.solana_decode import (
     UnreadableTransaction,
@@ -22,6 +20,8 @@ from verifier.chains.solana_decode import (
     transaction_facts,
 )
 from verifier.chains.solana_keys import decode_proof, verify_ed25519
+from verifier.devnet.solana_server import SolanaServer
+from verifier.devnet.solana_tokens import TokenKit, ata
 from verifier.models import Observed
 
 USDC = "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v"

@@ -11,8 +11,8 @@ import pytest
 from solders.keypair import Keypair
 from solders.rpc.responses import GetSignaturesForAddressResp, GetTransactionResp
 
-from tests.support.solana_server import SolanaServer
-from tests.support.solana_tokens import TokenKit, ata
+from verifier.devnet.solana_server import SolanaServer
+from verifier.devnet.solana_tokens import TokenKit, ata
 
 
 def call(node: SolanaServer, method: str, params: list[Any]) -> dict[str, Any]:

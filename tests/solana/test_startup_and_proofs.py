@@ -9,9 +9,9 @@ from solders.system_program import ID as SYSTEM_PROGRAM
 
 from tests.solana.conftest import MakeAdapter
 from tests.solana.test_rpc_faults import closed_port_url
-from tests.support.solana_server import Fault, SolanaServer
-from tests.support.solana_tokens import USDC_MINT, TokenKit, ata, mint_data
 from verifier import rules
+from verifier.devnet.solana_server import Fault, SolanaServer
+from verifier.devnet.solana_tokens import USDC_MINT, TokenKit, ata, mint_data
 from verifier.errors import ConfigError
 
 

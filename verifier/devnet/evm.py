@@ -34,13 +34,16 @@ from eth_utils import keccak, to_checksum_address
 from web3 import Web3
 from web3.contract import Contract
 
-from tests.support import solc
-from tests.support.anvil import DEFAULT_MNEMONIC, Anvil
+from verifier.devnet import solc
+from verifier.devnet.anvil import DEFAULT_MNEMONIC, Anvil
 
 USDC_BASE = "0x833589fcd6edb6e08f4c7c32d4f71b54bda02913"
 USDC_ETHEREUM = "0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48"
 TRANSFER_TOPIC = "0x" + keccak(text="Transfer(address,address,uint256)").hex()
 CHAINS = {"base": (8453, USDC_BASE), "ethereum": (1, USDC_ETHEREUM)}
+# The payee the daemon watches in the tests and the soak, and an address it does not.
+PAYEE = "0x2222222222222222222222222222222222222222"
+OTHER = "0x3333333333333333333333333333333333333333"
 """chain name -> (chain id, canonical USDC address), as DESIGN section 5."""
 ERC1271_MAGIC = bytes.fromhex("1626ba7e")
 ERC1271_INVALID = bytes.fromhex("ffffffff")
@@ -297,7 +300,7 @@ class EvmDevnet:
         return self.usdc
 
     def deploy(self, name: str, *args: Any, sender: Sender | None = None) -> str:
-        """Deploy a contract from tests/support/contracts; returns its address."""
+        """Deploy a contract from verifier/devnet/contracts; returns its address."""
         artifact = solc.artifact(name)
         constructor = self.w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
         data = constructor.constructor(*[_checksummed(a) for a in args]).data_in_transaction

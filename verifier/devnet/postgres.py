@@ -1,4 +1,5 @@
-"""An embedded PostgreSQL (pgserver) of its own that a test or the soak may stop and start.
+"""An embedded PostgreSQL (pgserver) of its own that a test or the soak may stop and start, and
+the statements that make and drop a database on a server (tests/pg.py uses them too).
 
 The session's server is shared by every test, so stopping it would hurt others: this one lives
 in its own data directory. Stopped and started with pg_ctl as the server's system user (the
@@ -14,8 +15,12 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from tests import pg
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
 from verifier import migrate
+from verifier.sqlfiles import queries
 
 
 class RestartablePostgres:
@@ -36,7 +41,7 @@ class RestartablePostgres:
 
     def database(self, name: str = "x402") -> str:
         """A new database with every migration applied; its URL."""
-        url = pg.create_database(self.admin_url, name)
+        url = create_database(self.admin_url, name)
         migrate.run(url, say=lambda _msg: None)
         return url
 
@@ -66,7 +71,7 @@ class RestartablePostgres:
         shutil.rmtree(self.base, ignore_errors=True)
 
     def _pg_ctl(self, args: list[str]) -> None:
-        from pgserver._commands import pg_ctl
+        from pgserver._commands import pg_ctl  # type: ignore[attr-defined]
 
         user = self._server.system_user if os.geteuid() == 0 else None
         pg_ctl(args, pgdata=self.pgdata, user=user, timeout=60)
@@ -76,3 +81,27 @@ class RestartablePostgres:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def with_db(url: str, name: str) -> str:
+    return make_conninfo(url, dbname=name)
+
+
+def create_database(admin_url: str, name: str, template: str | None = None) -> str:
+    q = queries("admin.sql")
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL(q["drop_database"]).format(name=sql.Identifier(name)))
+        if template:
+            stmt = sql.SQL(q["create_database_from_template"]).format(
+                name=sql.Identifier(name), template=sql.Identifier(template)
+            )
+        else:
+            stmt = sql.SQL(q["create_database"]).format(name=sql.Identifier(name))
+        conn.execute(stmt)
+    return with_db(admin_url, name)
+
+
+def drop_database(admin_url: str, name: str) -> None:
+    q = queries("admin.sql")
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL(q["drop_database"]).format(name=sql.Identifier(name)))

@@ -3,7 +3,7 @@
 Transactions sent through ``SolanaServer.send`` really execute (SPL Token, Associated Token
 Account, System and Address Lookup Table programs, as shipped inside ``solders.litesvm``); each
 lands in a slot of its own. LiteSVM keeps no history an RPC node could serve, so the server keeps
-a ledger (tests/support/solana_ledger.py) and answers, in the documented shapes: getHealth,
+a ledger (verifier/devnet/solana_ledger.py) and answers, in the documented shapes: getHealth,
 getSlot, getVersion, getGenesisHash, getLatestBlockhash, getAccountInfo (base64 / jsonParsed),
 getSignaturesForAddress (newest first; before / until / limit exactly as documented) and
 getTransaction (json, jsonParsed, base64; -32015 for a versioned transaction asked for without
@@ -35,11 +35,12 @@ from solders.hash import Hash
 from solders.instruction import Instruction
 from solders.keypair import Keypair
 from solders.litesvm import LiteSVM
-from solders.message import Message, MessageV0
+from solders.message import Message, MessageV0, MessageV1
 from solders.pubkey import Pubkey
 from solders.transaction import Transaction, VersionedTransaction
+from solders.transaction_metadata import FailedTransactionMetadata
 
-from tests.support.solana_ledger import (
+from verifier.devnet.solana_ledger import (
     TOKEN_ACCOUNT_LEN,
     TOKEN_PROGRAMS,
     Inner,
@@ -213,7 +214,7 @@ class SolanaServer:
         pre_lamports = [self.svm.get_balance(k) or 0 for k in pubkeys]
         pre_tokens = self._token_balances(pubkeys)
         outcome = self.svm.send_transaction(tx)
-        if type(outcome).__name__ == "FailedTransactionMetadata":
+        if isinstance(outcome, FailedTransactionMetadata):
             err = outcome.err()
             if type(err).__name__ not in ("TransactionErrorInstructionError",
                                           "TransactionErrorInsufficientFundsForRent"):
@@ -247,7 +248,8 @@ class SolanaServer:
             self._by_address.setdefault(key, []).append(entry)
         return entry
 
-    def _full_keys(self, msg: Message | MessageV0) -> tuple[list[str], list[str], list[str]]:
+    def _full_keys(self, msg: Message | MessageV0 | MessageV1
+                   ) -> tuple[list[str], list[str], list[str]]:
         static = [str(k) for k in msg.account_keys]
         if not isinstance(msg, MessageV0):
             return static, [], []

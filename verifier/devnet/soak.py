@@ -13,7 +13,8 @@ confirmation depth) and claims: valid ones, a second valid claim of a claimed pa
 proofs, and claims of non-payments. Then every EVM block gets final, the daemon catches up, and
 the audit compares the database with the chains (not with what the daemon saw).
 
-Used by `make chaos` (scripts/chaos.py, the full soak) and by a shorter run in `make test`.
+Used by `make chaos` (scripts/chaos.py, the full soak) and by a shorter run in `make test`
+(tests/reliability/test_chaos.py).
 """
 
 from __future__ import annotations
@@ -35,14 +36,21 @@ from typing import Any
 
 import psycopg
 
-from tests.evm.chain import OTHER, PAYEE
-from tests.reliability.postgres import RestartablePostgres
-from tests.support.evm import USDC_BASE, USDC_ETHEREUM, EvmDevnet, local_devnet, sign_claim
-from tests.support.faults import Fault, FaultProxy
 from verifier import api, rules
+from verifier.devnet import tools
+from verifier.devnet.evm import (
+    OTHER,
+    PAYEE,
+    USDC_BASE,
+    USDC_ETHEREUM,
+    EvmDevnet,
+    local_devnet,
+    sign_claim,
+)
+from verifier.devnet.faults import Fault, FaultProxy
+from verifier.devnet.postgres import RestartablePostgres
 from verifier.sqlfiles import parse_queries
 
-REPO = Path(__file__).resolve().parents[2]
 AUDIT = parse_queries((Path(__file__).parent / "audit.sql").read_text(encoding="utf-8"))
 MIN_PAYMENT = 100_000  # the daemon's default X402_MIN_PAYMENT_USDC, 0.10
 PRICE = 1_000  # X402_PRICE_PER_REQUEST_USDC 0.001
@@ -114,7 +122,7 @@ class DaemonProcess:
     def start(self) -> None:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "verifier", "run"], env=self.env,
-                                     cwd=REPO, stdin=subprocess.DEVNULL,
+                                     cwd=tools.checkout(), stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=log)
         log.close()
         self.starts += 1
@@ -213,8 +221,8 @@ class Soak:
         return devnet.url
 
     def _setup_solana(self, count: int) -> str:
-        from tests.support.solana_server import SolanaServer
-        from tests.support.solana_tokens import TokenKit
+        from verifier.devnet.solana_server import SolanaServer
+        from verifier.devnet.solana_tokens import TokenKit
 
         self.solana = self.stack.enter_context(SolanaServer())
         self.kit = TokenKit(self.solana)
@@ -552,7 +560,12 @@ class Soak:
                 conn.close()
 
     def _count(self, name: str) -> int:
-        return int(self._db(lambda conn: conn.execute(AUDIT[name]).fetchone()[0]))
+        def count(conn: psycopg.Connection) -> int:
+            row = conn.execute(AUDIT[name]).fetchone()
+            assert row is not None  # a COUNT(*) answers one row
+            return int(row[0])
+
+        return int(self._db(count))
 
     def _elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -721,13 +734,16 @@ class Soak:
         for c in self.claims:
             if c.token_hash not in issued:
                 continue
-            use = self._db(lambda conn, c=c: api.consume(conn, c.token, "/soak", "GET", 200))
+            use = self._consume(c.token)
             expected = amounts[c.tx_hash] // PRICE - 1
             if not use.allowed or use.requests_remaining != expected:
                 diffs.append(f"CONSUME: token of {c.chain} {c.tx_hash}: {use}, expected "
                              f"{expected} left")
             used += 1
         return used
+
+    def _consume(self, token: str) -> Any:
+        return self._db(lambda conn: api.consume(conn, token, "/soak", "GET", 200))
 
     def _audit_cursors(self, diffs: list[str]) -> None:
         rows = self._db(lambda conn: conn.execute(AUDIT["cursors"]).fetchall())

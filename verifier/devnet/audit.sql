@@ -1,4 +1,4 @@
--- Named queries of the chaos soak's audit (tests/reliability/soak.py).
+-- Named queries of the chaos soak's audit (verifier/devnet/soak.py).
 
 -- name: payments
 SELECT chain, tx_hash, status, amount_usdc, requests_allocated

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from solders.message import Message, MessageV0
+from solders.message import Message, MessageV0, MessageV1
 from solders.pubkey import Pubkey
 from solders.transaction import Transaction, VersionedTransaction
 
@@ -99,7 +99,7 @@ class Landed:
         return isinstance(self.message, MessageV0)
 
     @property
-    def message(self) -> Message | MessageV0:
+    def message(self) -> Message | MessageV0 | MessageV1:
         return self.tx.message
 
     def render(self, encoding: str, with_version: bool) -> dict[str, Any]:
@@ -316,6 +316,7 @@ def _signers(info: dict[str, Any], accounts: list[str], last_nonsigner: int, own
 
 def _parse_token(accounts: list[str], data: bytes) -> tuple[str, dict[str, Any]] | None:
     tag = data[0]
+    info: dict[str, Any]
     if tag == 3:
         (amount,) = struct.unpack_from("<Q", data, 1)
         info = {"source": accounts[0], "destination": accounts[1], "amount": str(amount)}

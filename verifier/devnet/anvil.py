@@ -24,11 +24,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import IO, Any
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-NODE_MODULES = REPO_ROOT / ".tools" / "node_modules"
+from verifier.devnet import tools
+
+NODE_MODULES = tools.node_modules()
 DEFAULT_MNEMONIC = "test test test test test test test test test test test junk"
 
 _ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
@@ -53,7 +53,8 @@ def anvil_bin() -> str:
     for candidate in (native, NODE_MODULES / ".bin" / "anvil"):
         if candidate.exists():
             return str(candidate)
-    raise AnvilError(f"anvil not found under {NODE_MODULES}; run `make install` or set ANVIL_BIN")
+    raise AnvilError(f"anvil not found under {NODE_MODULES}; run `make install`, or set "
+                     f"ANVIL_BIN or {tools.TOOLS_ENV}")
 
 
 def rpc(url: str, method: str, params: Sequence[Any] = (), timeout: float = 10.0) -> Any:

@@ -1,4 +1,4 @@
-"""Compile the test contracts with solc-js (npm `solc`) run by node, offline.
+"""Compile the devnet's contracts with solc-js (npm `solc`) run by node, offline.
 
 Results are cached under `.tools/solc-cache/` keyed by a hash of the compiler version and the
 full standard-JSON input (sources and settings), so a test run compiles only when a contract,
@@ -19,10 +19,11 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CONTRACTS_DIR = Path(__file__).resolve().parent / "contracts"
-SOLC_JS_DIR = REPO_ROOT / ".tools" / "node_modules" / "solc"
-CACHE_DIR = REPO_ROOT / ".tools" / "solc-cache"
+from verifier.devnet import tools
+
+CONTRACTS_DIR = Path(__file__).resolve().parent / "contracts"  # package data
+SOLC_JS_DIR = tools.node_modules() / "solc"
+CACHE_DIR = tools.tools_dir() / "solc-cache"
 
 SETTINGS: dict[str, Any] = {
     "optimizer": {"enabled": True, "runs": 200},
@@ -76,7 +77,7 @@ def compile_sources(sources: Mapping[str, str]) -> dict[str, Artifact]:
 
 @cache
 def contracts() -> dict[str, Artifact]:
-    """The contracts in tests/support/contracts, compiled once per process."""
+    """The contracts in verifier/devnet/contracts, compiled once per process."""
     sources = {path.name: path.read_text() for path in sorted(CONTRACTS_DIR.glob("*.sol"))}
     return compile_sources(sources)
 
@@ -91,7 +92,8 @@ def artifact(name: str) -> Artifact:
 def _solc_js_dir() -> Path:
     path = Path(os.environ.get("SOLC_JS_DIR", SOLC_JS_DIR))
     if not (path / "soljson.js").exists():
-        raise SolcError(f"solc-js not found at {path}; run `make install`")
+        raise SolcError(f"solc-js not found at {path}; run `make install`, or set SOLC_JS_DIR "
+                        f"or {tools.TOOLS_ENV}")
     return path
 
 
