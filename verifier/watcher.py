@@ -2,7 +2,9 @@
 
 Only the instance holding the chain's advisory lock scans; the others stand by and take over
 when it goes away. The cursor moves in the same transaction as the payments it found, so a crash
-at any instant neither loses nor repeats a payment.
+at any instant neither loses nor repeats a payment. After each step the watcher publishes a
+frozen WatcherStatus (verifier.watcher_status) for metrics, /readyz and the watchdog; the
+rewind after a reorg is planned by verifier.reorg.
 """
 
 from __future__ import annotations
