@@ -446,13 +446,9 @@ async def run_full(duration: float) -> int:
             f"a look-alike 'USDC' at {evm.lookalike}")
         say(f"  solana  LiteSVM node {node.url}, USDC mint {USDC_MINT}")
         cfg = config.load(daemon_env(evm.url, node.url, str(sol_payee.pubkey())))
-        daemon = Daemon(cfg, url)
-        try:
-            await daemon.start()
+        async with Daemon.open(cfg, url) as daemon:
             demo = Demo(url, evm, kit, sol_payee, daemon, names={})
             interrupted = await run_daemon_with(demo, stop, duration)
-        finally:
-            await daemon.close()
     say()
     say("Everything is stopped. The demo database stays for psql:")
     say(f"  psql '{url}' -c 'SELECT * FROM v_x402_stats_24h'")

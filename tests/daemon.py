@@ -20,20 +20,16 @@ T = TypeVar("T")
 async def running_daemon(env: dict[str, str], database_url: str,
                          **daemon_options: Any) -> AsyncIterator[Daemon]:
     """The daemon as `x402-verifier run` starts it, on this event loop; stopped on exit.
-    `daemon_options` go to Daemon (e.g. notifier, metrics_refresh)."""
+    `daemon_options` go to Daemon.open (e.g. notifier, metrics_refresh)."""
     cfg = config.load({**env, "DATABASE_URL": database_url})
-    daemon = Daemon(cfg, database_url, **daemon_options)
     stop = asyncio.Event()
-    try:
-        await daemon.start()
+    async with Daemon.open(cfg, database_url, **daemon_options) as daemon:
         task = asyncio.create_task(daemon.run(stop))
         try:
             yield daemon
         finally:
             stop.set()
             await asyncio.wait_for(task, timeout=20)
-    finally:
-        await daemon.close()
 
 
 async def eventually(probe: Callable[[], T | None], within: float = 20.0,

@@ -50,12 +50,8 @@ async def _run(cfg: config_mod.Config, url: str) -> int:
         loop.add_signal_handler(sig, stop.set)
     from verifier.systemd import Notifier
 
-    daemon = Daemon(cfg, url, notifier=Notifier.from_env(os.environ))
-    try:
-        await daemon.start()
+    async with Daemon.open(cfg, url, Notifier.from_env(os.environ)) as daemon:
         await daemon.run(stop)
-    finally:
-        await daemon.close()
     return EXIT_OK
 
 

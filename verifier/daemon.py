@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import timedelta
 
 import structlog
@@ -20,12 +21,13 @@ from verifier import jobs, migrate, rules
 from verifier.chains import open_adapter
 from verifier.chains.base import ChainAdapter
 from verifier.claims import ClaimProcessor, WorkerPool
-from verifier.config import Config
+from verifier.config import ChainConfig, Config
 from verifier.errors import DatabaseError, MigrationError, VerifierError
 from verifier.metrics import Metrics, MetricsServer, serve
 from verifier.store import Store, ledger
 from verifier.systemd import Notifier, stall_limit, watcher_progress
 from verifier.watcher import Watcher
+from verifier.watcher_status import StatusBoard
 
 log = structlog.get_logger("verifier.daemon")
 STOP_GRACE = 8.0
@@ -43,71 +45,54 @@ def policy_of(config: Config) -> rules.Policy:
 
 @dataclass
 class Daemon:
+    """Everything the daemon runs, opened and checked: made by `Daemon.open`, which also
+    closes it."""
+
     config: Config
     conninfo: str
-    pool: AsyncConnectionPool | None = None
-    adapters: dict[str, ChainAdapter] = field(default_factory=dict)
-    watchers: list[Watcher] = field(default_factory=list)
-    store: Store | None = None
-    claims: ClaimProcessor | None = None
-    notifier: Notifier = field(default_factory=lambda: Notifier(None))
-    metrics: Metrics | None = None
-    metrics_server: MetricsServer | None = None
+    notifier: Notifier
+    pool: AsyncConnectionPool
+    store: Store
+    metrics: Metrics
+    board: StatusBoard
+    adapters: dict[str, ChainAdapter]
+    watchers: list[Watcher]
+    claims: ClaimProcessor
+    metrics_server: MetricsServer | None  # None: X402_METRICS_ADDR=off
     metrics_refresh: float = 15.0  # seconds between the payments/claims-by-status queries
 
-    async def start(self) -> None:
-        """Opens the database and every chain, and checks them; raises when something is off."""
-        cfg = self.config
-        if cfg.claim_proof == "none":
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(cls, config: Config, conninfo: str, notifier: Notifier | None = None, *,
+                   metrics_refresh: float = 15.0) -> AsyncIterator[Daemon]:
+        """Opens the database and every chain, and checks them (raises when something is off);
+        on leaving, closes what was opened, newest first."""
+        if config.claim_proof == "none":
             log.warning("claim_proof_disabled",
                         detail="X402_CLAIM_PROOF=none: whoever presents a tx hash first gets "
                                "its credit")
-        self.pool = AsyncConnectionPool(
-            # + 6: jobs (up to 4 connections at once), the metrics query and the /readyz ping.
-            self.conninfo, min_size=1, max_size=cfg.workers + 2 * len(cfg.chains) + 4 + 6,
-            kwargs={"autocommit": True}, open=False,
-        )
-        try:
-            await self.pool.open(wait=True, timeout=30)
-        except Exception as exc:
-            raise DatabaseError(f"cannot connect to the database: {exc}") from exc
-        await self._check_migrations()
-        self.store = Store(self.pool, access_ttl=cfg.access_ttl)
-        self.metrics = Metrics(cfg.chains)
-        for name, chain_cfg in cfg.chains.items():
-            adapter = await open_adapter(chain_cfg, self.metrics.rpc_observer(name))
-            self.adapters[name] = adapter
-            await adapter.startup_check()
-            log.info("chain_ready", chain=name, endpoints=len(chain_cfg.rpc_urls))
-        policy = policy_of(cfg)
-        self.watchers = [
-            Watcher(self.adapters[name], self.store, chain_cfg, policy,
-                    lock_conninfo=self.conninfo, poll_interval=cfg.poll_interval)
-            for name, chain_cfg in cfg.chains.items()
-        ]
-        self.claims = ClaimProcessor(self.store, self.adapters, policy,
-                                     recheck=timedelta(seconds=max(cfg.poll_interval, 0.2)))
-        for watcher in self.watchers:
-            watcher.on_reorg = self.metrics.reorg
-        self.metrics.attach(self.pool, self.watchers)
-        if cfg.metrics_addr is not None:
-            self.metrics_server = await serve(self.metrics, *cfg.metrics_addr)
-
-    async def _check_migrations(self) -> None:
-        """Refuses to run against a schema older (or other) than this version's migrations."""
-        assert self.pool is not None
-        applied = await ledger.applied_async(self.pool)
-        try:
-            todo = migrate.pending(migrate.discover(), applied)
-        except MigrationError as exc:
-            raise DatabaseError(str(exc)) from exc
-        if todo:
-            names = ", ".join(m.filename for m in todo)
-            raise DatabaseError(f"the database is not migrated (pending: {names}); "
-                                "run `x402-verifier migrate` first")
+        async with contextlib.AsyncExitStack() as opened:
+            pool = await opened.enter_async_context(_database(config, conninfo))
+            await _check_migrations(pool)
+            store = Store(pool, access_ttl=config.access_ttl)
+            board = StatusBoard()
+            metrics = Metrics(config.chains, board, pool=pool)
+            adapters = {name: await _chain(opened, chain_cfg, metrics)
+                        for name, chain_cfg in config.chains.items()}
+            policy = policy_of(config)
+            watchers = [Watcher(adapters[name], store, chain_cfg, policy, board=board,
+                                lock_conninfo=conninfo, poll_interval=config.poll_interval)
+                        for name, chain_cfg in config.chains.items()]
+            claims = ClaimProcessor(store, adapters, policy,
+                                    recheck=timedelta(seconds=max(config.poll_interval, 0.2)))
+            server = None
+            if config.metrics_addr is not None:
+                server = await serve(metrics, *config.metrics_addr)
+                opened.push_async_callback(server.close)
+            yield cls(config, conninfo, notifier or Notifier(None), pool, store, metrics, board,
+                      adapters, watchers, claims, server, metrics_refresh)
 
     async def run(self, stop: asyncio.Event) -> None:
-        assert self.claims is not None, "start() first"
         workers = WorkerPool(self.claims, workers=self.config.workers, conninfo=self.conninfo,
                              poll_interval=max(self.config.poll_interval, 0.2))
         tasks = [asyncio.create_task(w.run(stop), name=f"watch-{w.chain}") for w in self.watchers]
@@ -135,7 +120,6 @@ class Daemon:
     def _operations(self, stop: asyncio.Event) -> list[asyncio.Task[None]]:
         """Scheduled jobs, the metrics queries, and systemd's READY=1 then its watchdog."""
         cfg, metrics = self.config, self.metrics
-        assert self.pool is not None and metrics is not None
         runner = jobs.Jobs(self.pool, backfill_hours=cfg.analytics_backfill_hours,
                            retention_days=cfg.usage_retention_days, on_run=metrics.job_finished)
         scheduler = jobs.JobScheduler(runner, jobs.triggers_of(cfg))
@@ -145,19 +129,54 @@ class Daemon:
             asyncio.create_task(scheduler.run(stop), name="jobs"),
             asyncio.create_task(metrics.refresh_loop(stop, self.metrics_refresh), name="metrics"),
             asyncio.create_task(self.notifier.keepalive(
-                stop, lambda: watcher_progress(self.watchers, time.monotonic(), limit)),
+                stop, lambda: watcher_progress(self.board.current(), time.monotonic(), limit)),
                 name="watchdog"),
         ]
 
-    async def close(self) -> None:
-        if self.metrics_server is not None:
-            await self.metrics_server.close()
-        for name, adapter in self.adapters.items():
-            pool = getattr(getattr(adapter, "rpc", None), "pool", None)
-            for endpoint in getattr(pool, "endpoints", ()):
-                log.info("rpc_totals", chain=name, endpoint=endpoint.url, **endpoint.stats)
-        for adapter in self.adapters.values():
-            with contextlib.suppress(Exception):
-                await adapter.close()
-        if self.pool is not None:
-            await self.pool.close()
+
+@contextlib.asynccontextmanager
+async def _database(config: Config, conninfo: str) -> AsyncIterator[AsyncConnectionPool]:
+    pool = AsyncConnectionPool(
+        # + 6: jobs (up to 4 connections at once), the metrics query and the /readyz ping.
+        conninfo, min_size=1, max_size=config.workers + 2 * len(config.chains) + 4 + 6,
+        kwargs={"autocommit": True}, open=False,
+    )
+    try:
+        await pool.open(wait=True, timeout=30)
+    except Exception as exc:
+        await pool.close()
+        raise DatabaseError(f"cannot connect to the database: {exc}") from exc
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+async def _chain(opened: contextlib.AsyncExitStack, cfg: ChainConfig,
+                 metrics: Metrics) -> ChainAdapter:
+    """One chain's adapter, checked; closed (after logging its RPC totals) with the daemon."""
+    adapter = await open_adapter(cfg, metrics.rpc_observer(cfg.name))
+    opened.push_async_callback(_close_chain, cfg.name, adapter)
+    await adapter.startup_check()
+    log.info("chain_ready", chain=cfg.name, endpoints=len(cfg.rpc_urls))
+    return adapter
+
+
+async def _close_chain(name: str, adapter: ChainAdapter) -> None:
+    for url, stats in adapter.rpc_stats():
+        log.info("rpc_totals", chain=name, endpoint=url, **stats)
+    with contextlib.suppress(Exception):
+        await adapter.close()
+
+
+async def _check_migrations(pool: AsyncConnectionPool) -> None:
+    """Refuses to run against a schema older (or other) than this version's migrations."""
+    applied = await ledger.applied_async(pool)
+    try:
+        todo = migrate.pending(migrate.discover(), applied)
+    except MigrationError as exc:
+        raise DatabaseError(str(exc)) from exc
+    if todo:
+        names = ", ".join(m.filename for m in todo)
+        raise DatabaseError(f"the database is not migrated (pending: {names}); "
+                            "run `x402-verifier migrate` first")

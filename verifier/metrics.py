@@ -5,9 +5,9 @@
   /readyz   200 when the database answers and every active watcher is within its chain's
             X402_<CHAIN>_MAX_LAG_BLOCKS of the head; 503 otherwise, with the reasons as JSON
 
-Chain figures are read from the watchers when scraped. Payments and claims by status come from
-a database query the daemon repeats every few seconds, so a scrape never waits on the database
-and still answers when it is down (x402_database_up 0).
+Chain figures are read, when scraped, from the status each watcher last published. Payments and
+claims by status come from a database query the daemon repeats every few seconds, so a scrape
+never waits on the database and still answers when it is down (x402_database_up 0).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
 import structlog
@@ -31,16 +31,16 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from psycopg_pool import AsyncConnectionPool
 
 from verifier import vocab
 from verifier.config import ChainConfig
 from verifier.errors import ConfigError, DatabaseError
 from verifier.jobs import JOBS, JobRun
-from verifier.models import ChainView
 from verifier.rpc.failover import Endpoint, Observer
 from verifier.store import reports
+from verifier.watcher_status import StatusBoard, WatcherStatus
 
 log = structlog.get_logger("verifier.metrics")
 
@@ -52,18 +52,6 @@ RPC_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30
 JOB_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 1800.0)
 
 
-class WatcherState(Protocol):
-    """What is read from a chain watcher (verifier.watcher.Watcher)."""
-
-    chain: str
-    cfg: ChainConfig
-    active: bool
-    view: ChainView | None
-    scanned: int | None  # how far the chain is known scanned (block or slot)
-    caught_up_at: float | None  # time.monotonic() when a scan last reached the head
-    last_progress: float
-
-
 def endpoint_label(endpoint: Endpoint) -> str:
     """'rank:host[:port]': RPC URLs often carry an API key in their path or query, which must
     not end up in a metrics label."""
@@ -71,20 +59,14 @@ def endpoint_label(endpoint: Endpoint) -> str:
     return f"{endpoint.rank}:{netloc}"
 
 
-def lag_blocks(w: WatcherState) -> int | None:
-    if w.view is None or w.scanned is None:
-        return None
-    return max(0, w.view.head - w.scanned)
-
-
 @dataclass
 class Metrics:
     """The daemon's registry, the hooks that feed it, and the health checks."""
 
     chains: Mapping[str, ChainConfig]
+    board: StatusBoard  # what the watchers last published
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     pool: AsyncConnectionPool | None = None
-    watchers: Sequence[WatcherState] = ()
     started: float = field(default_factory=time.monotonic)
     counts: dict[str, dict[tuple[str, str], int]] = field(default_factory=dict)
     last_ok: dict[str, float] = field(default_factory=dict)
@@ -103,21 +85,10 @@ class Metrics:
                                 ["job", "status"], registry=r)
         self.job_seconds = Histogram("x402_job_duration_seconds", "Duration of job runs that ran",
                                      ["job"], buckets=JOB_BUCKETS, registry=r)
-        self.reorgs = Counter("x402_reorgs", "Reorgs detected by the watcher", ["chain"],
-                              registry=r)
-        self.reorged_blocks = Counter("x402_reorged_blocks", "Blocks found replaced by reorgs",
-                                      ["chain"], registry=r)
-        for chain in self.chains:
-            self.reorgs.labels(chain)
-            self.reorged_blocks.labels(chain)
         for job in JOBS:
             for status in JOB_STATUSES:
                 self.job_runs.labels(job, status)
         r.register(_StateCollector(self))
-
-    def attach(self, pool: AsyncConnectionPool, watchers: Sequence[WatcherState]) -> None:
-        self.pool = pool
-        self.watchers = watchers
 
     # -- hooks ----------------------------------------------------------------------------------
 
@@ -131,10 +102,6 @@ class Metrics:
                 self.rpc_errors.labels(chain, label, call, error.__class__.__name__).inc()
 
         return observe
-
-    def reorg(self, chain: str, blocks: int) -> None:
-        self.reorgs.labels(chain).inc()
-        self.reorged_blocks.labels(chain).inc(blocks)
 
     def job_finished(self, run: JobRun) -> None:
         self.job_runs.labels(run.job, run.status).inc()
@@ -177,26 +144,27 @@ class Metrics:
 
     async def readiness(self) -> tuple[bool, dict[str, Any]]:
         db_ok, db_detail = await self.database_reachable()
-        chains = {w.chain: self._chain_readiness(w) for w in self.watchers}
+        chains = {w.chain: self._chain_readiness(w) for w in self.board.current()}
         ready = db_ok and all(c["ok"] for c in chains.values())
         return ready, {"ready": ready, "database": db_detail, "chains": chains}
 
-    def _chain_readiness(self, w: WatcherState) -> dict[str, Any]:
+    def _chain_readiness(self, w: WatcherStatus) -> dict[str, Any]:
         if not w.active:
             return {"ok": True, "active": False}
-        lag = lag_blocks(w)
+        lag, limit = w.lag_blocks, self.chains[w.chain].max_lag_blocks
         return {
-            "ok": lag is not None and lag <= w.cfg.max_lag_blocks,
+            "ok": lag is not None and lag <= limit,
             "active": True,
             "head": w.view.head if w.view else None,
             "scanned": w.scanned,
             "lag_blocks": lag,
-            "max_lag_blocks": w.cfg.max_lag_blocks,
+            "max_lag_blocks": limit,
         }
 
 
 class _StateCollector:
-    """Chain gauges read from the watchers, and the last database figures, at scrape time."""
+    """Chain figures from the statuses the watchers last published, and the last database
+    figures, at scrape time."""
 
     def __init__(self, metrics: Metrics):
         self.m = metrics
@@ -225,9 +193,10 @@ class _StateCollector:
         stale = GaugeMetricFamily("x402_watcher_last_progress_seconds",
                                   "Seconds since the watcher last completed a scan step",
                                   labels=chain)
-        for w in self.m.watchers:
+        statuses = self.m.board.current()
+        for w in statuses:
             active.add_metric([w.chain], 1 if w.active else 0)
-            limit.add_metric([w.chain], w.cfg.max_lag_blocks)
+            limit.add_metric([w.chain], self.m.chains[w.chain].max_lag_blocks)
             if not w.active:
                 continue
             stale.add_metric([w.chain], now - w.last_progress)
@@ -236,10 +205,11 @@ class _StateCollector:
                 final.add_metric([w.chain], w.view.final)
             if w.scanned is not None:
                 scanned.add_metric([w.chain], w.scanned)
-            if (blocks := lag_blocks(w)) is not None:
+            if (blocks := w.lag_blocks) is not None:
                 lag.add_metric([w.chain], blocks)
             lag_s.add_metric([w.chain], now - (w.caught_up_at or self.m.started))
         yield from (head, final, scanned, lag, lag_s, limit, active, stale)
+        yield from _reorgs(statuses)
         yield from self._database()
 
     def _database(self) -> Iterator[Metric]:
@@ -266,6 +236,19 @@ class _StateCollector:
             for key in sorted(keys):
                 family.add_metric(list(key), counts.get(key, 0))
             yield family
+
+
+def _reorgs(statuses: Sequence[WatcherStatus]) -> Iterator[Metric]:
+    """Counted by each watcher in its status, active or not: a reorg met before this instance
+    went standby still counts."""
+    reorgs = CounterMetricFamily("x402_reorgs", "Reorgs detected by the watcher",
+                                 labels=["chain"])
+    blocks = CounterMetricFamily("x402_reorged_blocks", "Blocks found replaced by reorgs",
+                                 labels=["chain"])
+    for w in statuses:
+        reorgs.add_metric([w.chain], w.reorgs)
+        blocks.add_metric([w.chain], w.reorged_blocks)
+    yield from (reorgs, blocks)
 
 
 # -- HTTP -----------------------------------------------------------------------------------------

@@ -16,25 +16,14 @@ import os
 import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import structlog
 
-from verifier.models import ChainView
+from verifier.watcher_status import WatcherStatus
 
 log = structlog.get_logger("verifier.systemd")
 
 STATUS_EVERY = 30.0  # seconds between STATUS= updates when there is no watchdog
-
-
-class ProgressSource(Protocol):
-    """What the notifier reads from a chain watcher (verifier.watcher.Watcher)."""
-
-    chain: str
-    active: bool
-    last_progress: float  # time.monotonic() of the last completed scan step
-    view: ChainView | None
-    position: int | None
 
 
 @dataclass(frozen=True)
@@ -43,7 +32,7 @@ class Progress:
     text: str
 
 
-def watcher_progress(watchers: Sequence[ProgressSource], now: float, stall_after: float
+def watcher_progress(watchers: Sequence[WatcherStatus], now: float, stall_after: float
                      ) -> Progress:
     """ok while every active watcher completed a step within ``stall_after`` seconds; a
     standby watcher (another instance holds its chain) has nothing to prove."""

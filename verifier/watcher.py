@@ -2,7 +2,9 @@
 
 Only the instance holding the chain's advisory lock scans; the others stand by and take over
 when it goes away. The cursor moves in the same transaction as the payments it found, so a crash
-at any instant neither loses nor repeats a payment.
+at any instant neither loses nor repeats a payment. After each step the watcher publishes a
+frozen WatcherStatus (verifier.watcher_status) for metrics, /readyz and the watchdog; the
+rewind after a reorg is planned by verifier.reorg.
 """
 
 from __future__ import annotations
@@ -10,16 +12,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
 
 import structlog
 
-from verifier import rules
+from verifier import reorg, rules
 from verifier.chains.base import ChainAdapter
 from verifier.config import ChainConfig
 from verifier.errors import DatabaseError, RpcError
 from verifier.models import ChainView, Cursor
 from verifier.store import WATCHER_LOCK, ChainLock, Store
+from verifier.watcher_status import StatusBoard, WatcherStatus
 
 log = structlog.get_logger("verifier.watcher")
 
@@ -32,9 +37,9 @@ class Watcher:
         cfg: ChainConfig,
         policy: rules.Policy,
         *,
+        board: StatusBoard,
         lock_conninfo: str,
         poll_interval: float,
-        on_progress: Callable[[str, ChainView, int], None] | None = None,
     ):
         self.adapter = adapter
         self.store = store
@@ -43,16 +48,14 @@ class Watcher:
         self.policy = policy
         self.poll_interval = poll_interval
         self.lock = ChainLock(lock_conninfo, WATCHER_LOCK[cfg.name])
-        self.on_progress = on_progress
-        self.active = False
-        self.last_progress = time.monotonic()
-        self.view: ChainView | None = None
-        self.position: int | None = None
-        # For metrics and health: how far the chain is known scanned, and since when level with
-        # the head (a finished scan covered everything up to the head it saw).
-        self.scanned: int | None = None
-        self.caught_up_at: float | None = None
-        self.on_reorg: Callable[[str, int], None] | None = None
+        self.board = board
+        self.status = WatcherStatus(cfg.name, last_progress=time.monotonic())
+        board.publish(self.status)
+
+    def _publish(self, **changes: Any) -> None:
+        """A new status, published whole: readers never see half a step."""
+        self.status = replace(self.status, **changes)
+        self.board.publish(self.status)
 
     async def run(self, stop: asyncio.Event) -> None:
         try:
@@ -64,22 +67,25 @@ class Watcher:
                 if not more:
                     await _sleep(stop, self.poll_interval)
         finally:
-            self.active = False
+            self._publish(active=False)
             await self.lock.release()
 
     async def _hold_lock(self) -> bool:
         try:
-            if self.active and await self.lock.still_held():
+            if self.status.active and await self.lock.still_held():
                 return True
-            self.active = await self.lock.try_acquire()
+            active = await self.lock.try_acquire()
         except DatabaseError as exc:
-            self.active = False
+            self._publish(active=False)
             log.warning("watcher_lock_failed", chain=self.chain, error=str(exc))
             return False
-        if self.active:
-            self.last_progress = time.monotonic()  # the watchdog's clock starts at take-over
+        if active:
+            # The watchdog's clock starts at take-over.
+            self._publish(active=True, last_progress=time.monotonic())
             log.info("watcher_active", chain=self.chain)
-        return self.active
+        else:
+            self._publish(active=False)
+        return active
 
     async def _guarded_step(self) -> bool:
         try:
@@ -98,9 +104,10 @@ class Watcher:
     async def step(self) -> bool:
         """One poll: returns True when more is waiting to be scanned right away."""
         view = await self.adapter.view()
-        self.view = view
-        await self.check_reorgs(view)
+        self._publish(view=view)
         cursors = await self.store.cursors(self.chain)
+        if await self.check_reorgs(view, cursors):
+            cursors = await self.store.cursors(self.chain)
         if not cursors:
             cursors = await self.adapter.initial_cursors(self.cfg.start_block, view)
             await self.store.record_scan(self.chain, [], cursors, [])
@@ -115,14 +122,17 @@ class Watcher:
             log.debug("payment_seen", chain=self.chain, tx_hash=payment.tx_hash,
                       block=payment.block_number, amount=payment.amount, status=verdict.status)
         await self.settle_pending(view)
-        self.position = min((c.position for c in result.cursors), default=None)
-        self.last_progress = time.monotonic()
-        self.scanned = view.head if result.done else self.position
-        if result.done:
-            self.caught_up_at = self.last_progress
-        if self.on_progress:
-            self.on_progress(self.chain, view, self.position if self.position is not None else -1)
+        self._stepped(view, result.cursors, result.done)
         return not result.done
+
+    def _stepped(self, view: ChainView, cursors: Sequence[Cursor], done: bool) -> None:
+        """A finished scan covered everything up to the head it saw: the chain is scanned to
+        the head and level with it since now."""
+        now = time.monotonic()
+        position = min((c.position for c in cursors), default=None)
+        self._publish(last_progress=now, position=position,
+                      scanned=view.head if done else position,
+                      caught_up_at=now if done else self.status.caught_up_at)
 
     async def settle_pending(self, view: ChainView) -> None:
         settled = []
@@ -134,35 +144,25 @@ class Watcher:
                          status=verdict.status, confirmations=verdict.confirmations)
         await self.store.settle(settled)
 
-    async def check_reorgs(self, view: ChainView) -> None:
-        since = max(0, view.head - max(self.cfg.reorg_window, self.cfg.confirmations + 1))
-        # Blocks above the head the node reports are left for later: a lagging node says
-        # nothing about them.
-        stored = [(n, h) for n, h in await self.store.recent_blocks(self.chain, since)
-                  if n <= view.head]
-        if not stored:
-            return
-        current = await self.adapter.block_hashes([n for n, _ in stored])
+    async def check_reorgs(self, view: ChainView, cursors: Sequence[Cursor]) -> bool:
+        """Rewinds after a reorg (see verifier.reorg); True when the cursor moved back."""
+        since = reorg.window_start(view.head, self.cfg.reorg_window, self.cfg.confirmations)
+        stored = reorg.checkable(await self.store.recent_blocks(self.chain, since), view.head)
+        current = await self.adapter.block_hashes([n for n, _ in stored]) if stored else {}
         if not current:
-            return
-        gone = [(n, h) for n, h in stored if current.get(n) != h]
-        if not gone:
+            return False
+        rewind = reorg.plan(self.chain, stored, current, head=view.head, since=since,
+                            scanned=cursors)
+        if rewind is None:
             await self.store.forget_blocks_below(self.chain, since - 4 * self.cfg.reorg_window)
-            return
-        first_bad = gone[0][0]
-        good = [n for n, h in stored if n < first_bad and current.get(n) == h]
-        last_good = good[-1] if good else max(-1, since - 1)
-        # Blocks of payments looked up for claims may lie ahead of the cursor: never move it on.
-        scanned = await self.store.cursors(self.chain)
-        if scanned and scanned[0].position < last_good:
-            last_good = scanned[0].position
-        cursor = Cursor(self.chain, "", last_good, current.get(last_good))
-        reorged = await self.store.rewind(self.chain, gone, cursor)
-        log.warning("reorg_detected", chain=self.chain, fork_after=last_good,
-                    blocks_gone=len(gone), payments_reorged=len(reorged),
+            return False
+        reorged = await self.store.rewind(self.chain, list(rewind.gone), rewind.cursor)
+        log.warning("reorg_detected", chain=self.chain, fork_after=rewind.fork_after,
+                    blocks_gone=len(rewind.gone), payments_reorged=len(reorged),
                     tx_hashes=[tx for _, tx, _ in reorged][:20])
-        if self.on_reorg:
-            self.on_reorg(self.chain, len(gone))
+        self._publish(reorgs=self.status.reorgs + 1,
+                      reorged_blocks=self.status.reorged_blocks + len(rewind.gone))
+        return True
 
 
 async def _sleep(stop: asyncio.Event, seconds: float) -> None:

@@ -188,21 +188,15 @@ async def test_racing_workers_and_racing_claims_give_one_token(chain, database_u
     tx, payer = paid(chain)
     hashes = [api.new_token()[1] for _ in range(6)]
     cfg = load({**daemon_env(chain.url), "DATABASE_URL": database_url})
-    daemons = [Daemon(cfg, database_url) for _ in range(2)]
-    try:
-        for d in daemons:
-            await d.start()
+    async with Daemon.open(cfg, database_url) as one, Daemon.open(cfg, database_url) as two:
         with psycopg.connect(database_url, autocommit=True) as conn:
             for h in hashes:
                 api.submit_claim(conn, "base", tx, h, proof_for(payer, tx, h))
-        processors: list[ClaimProcessor] = [d.claims for d in daemons]  # type: ignore[misc]
+        processors: list[ClaimProcessor] = [one.claims, two.claims]
         # Eight workers across two daemons race for six claims of one payment.
         await asyncio.gather(*(p.process_one() for p in processors for _ in range(4)))
         while any(await asyncio.gather(*(p.process_one() for p in processors))):
             pass
-    finally:
-        for d in daemons:
-            await d.close()
     statuses = query(database_url, "SELECT status, reason, count(*) FROM verifier.claims "
                                    "GROUP BY 1, 2 ORDER BY 1")
     assert statuses == [("issued", None, 1), ("rejected", "already_claimed", 5)]
@@ -220,7 +214,7 @@ async def test_two_daemons_at_once_record_each_payment_once(chain, database_url)
     async with running_daemon(env, database_url) as one, running_daemon(env, database_url) as two:
         await eventually(lambda: query(database_url, "SELECT count(*) FROM x402_payments "
                                                       "WHERE status = 'verified'") == [(40,)])
-        active = [w.active for w in one.watchers + two.watchers]
+        active = [w.status.active for w in one.watchers + two.watchers]
     assert sorted(active) == [False, True]  # one watcher per chain holds the lock
     rows = query(database_url, "SELECT tx_hash FROM x402_payments")
     assert sorted(r[0] for r in rows) == sorted(hashes)

@@ -40,7 +40,7 @@ async def test_the_daemon_survives_postgres_going_away_and_resumes(own_postgres)
             await eventually(lambda: payments(url) == {
                 p.tx_hash: ("verified", p.amount) for p in everything}, within=60)
             claims = await claim_all(url, [*during, *after])
-            assert all(w.active for w in watch_tasks)
+            assert all(w.status.active for w in watch_tasks)
         head = chain.devnet.head()
     assert {tx: r.status for tx, (r, _) in claims.items()} == {
         p.tx_hash: "issued" for p in [*during, *after]}

@@ -514,12 +514,9 @@ async def test_a_base_rpc_that_is_really_another_chain_is_refused_naming_it(worl
         impostor = ethereum.url
         cfg = config.load({**daemon_env(f"{world.chain.url},{impostor}"),
                            "DATABASE_URL": database_url})
-        daemon = Daemon(cfg, database_url)
-        try:
-            with pytest.raises(ConfigError) as refused:
-                await daemon.start()
-        finally:
-            await daemon.close()
+        with pytest.raises(ConfigError) as refused:
+            async with Daemon.open(cfg, database_url):
+                pass
     message = str(refused.value)
     assert message.startswith("X402_BASE_RPC_URLS: " + impostor)
     assert "chain id 1, expected 8453" in message
@@ -529,12 +526,9 @@ async def test_a_base_rpc_that_is_really_another_chain_is_refused_naming_it(worl
 async def test_a_usdc_address_without_code_is_refused_at_start(world, database_url):
     cfg = config.load({**daemon_env(world.chain.url), "DATABASE_URL": database_url,
                        "X402_BASE_USDC_ADDRESS": "0x" + "12" * 20})
-    daemon = Daemon(cfg, database_url)
-    try:
-        with pytest.raises(ConfigError) as refused:
-            await daemon.start()
-    finally:
-        await daemon.close()
+    with pytest.raises(ConfigError) as refused:
+        async with Daemon.open(cfg, database_url):
+            pass
     assert str(refused.value).startswith("X402_BASE_USDC_ADDRESS: no contract code")
     await still_serving(world)
 
@@ -568,4 +562,4 @@ async def test_a_garbled_signature_list_does_not_stop_the_solana_watcher(databas
             await eventually(lambda: proxy.rewritten["getSignaturesForAddress"] >= 6)
             await eventually(lambda: payments(database_url, "solana").get(sig)
                              == ("verified", 1_234_000))
-            assert all(w.active for w in daemon.watchers)
+            assert all(w.status.active for w in daemon.watchers)

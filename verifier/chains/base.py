@@ -49,4 +49,8 @@ class ChainAdapter(Protocol):
     async def verify_proof(self, payer: str, message: str, proof: str | None) -> bool:
         """True when `proof` is the payer's signature over the claim message."""
 
+    def rpc_stats(self) -> list[tuple[str, dict[str, int]]]:
+        """(endpoint URL, counters such as requests and errors) per RPC endpoint so far, for
+        the totals the daemon logs when it stops."""
+
     async def close(self) -> None: ...

@@ -51,6 +51,9 @@ class EvmAdapter:
         self._streak = 0
         self._payee_topics = [topic_for(a) for a in cfg.payment_addresses]
 
+    def rpc_stats(self) -> list[tuple[str, dict[str, int]]]:
+        return [(e.url, dict(e.stats)) for e in self.rpc.endpoints]
+
     async def close(self) -> None:
         await self.rpc.close()
 

@@ -350,5 +350,8 @@ class SolanaAdapter:
         raw = message.encode() if isinstance(message, str) else message
         return verify_ed25519(payer, raw, proof)
 
+    def rpc_stats(self) -> list[tuple[str, dict[str, int]]]:
+        return [(e.url, dict(e.stats)) for e in self.rpc.endpoints]
+
     async def close(self) -> None:
         await self.rpc.close()
