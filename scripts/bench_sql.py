@@ -89,7 +89,7 @@ def say(msg: str) -> None:
 
 def bench_url(keep: bool) -> str:
     """The bench database's URL; dropped and created again unless keep and it exists."""
-    settings = config.load_database(os.environ)
+    settings = config.load(os.environ, chains=False)
     base = db.resolve_url(settings.database_url, settings.embedded_dir)
     with psycopg.connect(base, autocommit=True) as admin:
         exists = admin.execute(ADMIN["database_exists"], {"name": BENCH_DB}).fetchone()

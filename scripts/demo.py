@@ -41,10 +41,10 @@ from psycopg.conninfo import make_conninfo
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from verifier import api, config, db, jobs, logs, migrate, rules
-from verifier.config import base_units_to_usdc, usdc_to_base_units
 from verifier.devnet.evm import sign_claim
 from verifier.devnet.solana_tokens import USDC_MINT
 from verifier.errors import VerifierError
+from verifier.money import base_units_to_usdc, usdc_to_base_units
 from verifier.sqlfiles import queries
 
 Q = queries("demo.sql")
@@ -109,7 +109,7 @@ REQUESTS = [
 # --- steps --------------------------------------------------------------------------------------
 
 def connect() -> str:
-    settings = config.load_database(os.environ)
+    settings = config.load(os.environ, chains=False)
     if settings.database_url:
         say("Using DATABASE_URL.")
     else:
@@ -391,7 +391,7 @@ class Demo:
 def fresh_demo_database() -> str:
     """Drops and creates `x402_demo` next to DATABASE_URL's database (or in the embedded
     server), so every run starts from nothing and a real database is never touched."""
-    settings = config.load_database(os.environ)
+    settings = config.load(os.environ, chains=False)
     if settings.database_url:
         say(f"DATABASE_URL is set: using a fresh database {DEMO_DATABASE!r} on that server.")
     else:

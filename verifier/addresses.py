@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import re
 
-from eth_utils import is_checksum_address, to_checksum_address
-from solders.pubkey import Pubkey
-from solders.signature import Signature
+# eth_utils and solders are imported where they are used: the command line parses addresses in
+# its configuration, and commands that never touch a chain must not pay for loading them.
 
 _EVM_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _EVM_TX = re.compile(r"^0x[0-9a-fA-F]{64}$")
@@ -21,18 +20,28 @@ def canonical_evm_address(text: str) -> str:
     if not isinstance(text, str) or not _EVM_ADDRESS.match(text):
         raise ValueError(f"{text!r} is not an EVM address (0x and 40 hex digits)")
     body = text[2:]
-    if body != body.lower() and body != body.upper() and not is_checksum_address(text):
+    if body != body.lower() and body != body.upper() and not _is_checksum_address(text):
         raise ValueError(f"{text!r} has an invalid EIP-55 checksum")
     return text.lower()
 
 
+def _is_checksum_address(text: str) -> bool:
+    from eth_utils import is_checksum_address
+
+    return bool(is_checksum_address(text))
+
+
 def display_evm_address(address: str) -> str:
-    return to_checksum_address(address)
+    from eth_utils import to_checksum_address
+
+    return str(to_checksum_address(address))
 
 
 def canonical_solana_address(text: str) -> str:
     if not isinstance(text, str) or not 32 <= len(text) <= 44 or not _BASE58.match(text):
         raise ValueError(f"{text!r} is not a Solana address (base58, 32 bytes)")
+    from solders.pubkey import Pubkey
+
     try:
         key = Pubkey.from_string(text)
     except ValueError:
@@ -51,6 +60,8 @@ def canonical_evm_tx_hash(text: str) -> str:
 def canonical_solana_signature(text: str) -> str:
     if not isinstance(text, str) or not 64 <= len(text) <= 88 or not _BASE58.match(text):
         raise ValueError("malformed_tx_hash")
+    from solders.signature import Signature
+
     try:
         sig = Signature.from_string(text)
     except ValueError:

@@ -51,7 +51,6 @@ class ClaimProcessor:
         self.adapters = adapters
         self.policy = policy
         self.recheck = recheck
-        self.decided: dict[str, int] = {}
 
     async def process_one(self) -> bool:
         """Takes and handles one claim; False when none was waiting."""
@@ -144,7 +143,6 @@ class ClaimProcessor:
             status = "expired" if decision.action == "expire" else "rejected"
             reason = decision.reason
             await session.close(claim, status, reason, payment_id)
-        self.decided[status] = self.decided.get(status, 0) + 1
         log.info("claim_decided", claim_id=claim.id, chain=claim.chain, tx_hash=claim.tx_hash,
                  status=status, reason=reason)
 

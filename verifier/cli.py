@@ -3,45 +3,57 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
-import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+# Only what every command needs is imported here; each command imports its own modules, so
+# `--help`, `migrate` and `jobs` never load web3, solana or the daemon (test_fast_commands).
 from verifier import config as config_mod
-from verifier import db, logs, migrate, rules
 from verifier.errors import ConfigError, DatabaseError, VerifierError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 
 def _database_url() -> str:
-    settings = config_mod.load_database(os.environ)
+    from verifier import db
+
+    settings = config_mod.load(os.environ, chains=False)
     return db.resolve_url(settings.database_url, settings.embedded_dir)
 
 
-def _config() -> config_mod.Config:
-    cfg = config_mod.load(os.environ)
+def _config(*, chains: bool = True) -> config_mod.Config:
+    from verifier import logs
+
+    cfg = config_mod.load(os.environ, chains=chains)
     logs.configure(cfg.log_format)
     return cfg
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
+    from verifier import migrate
+
     migrate.run(_database_url(), dry_run=args.dry_run)
     return EXIT_OK
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from verifier import db
+
     cfg = _config()
     url = db.resolve_url(cfg.database_url, cfg.embedded_dir)
     return asyncio.run(_run(cfg, url))
 
 
 async def _run(cfg: config_mod.Config, url: str) -> int:
+    import asyncio
+    import signal
+
     from verifier.daemon import Daemon
 
     stop = asyncio.Event()
@@ -56,14 +68,17 @@ async def _run(cfg: config_mod.Config, url: str) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
+    import asyncio
+
     cfg = _config()
     chain_cfg = _chain(cfg, args.chain)
     return asyncio.run(_verify(cfg, chain_cfg, args.tx))
 
 
 async def _verify(cfg: config_mod.Config, chain_cfg: config_mod.ChainConfig, tx: str) -> int:
+    from verifier import rules
     from verifier.chains import open_adapter
-    from verifier.daemon import policy_of
+    from verifier.money import base_units_to_usdc
 
     tx_hash = _canonical_tx(chain_cfg.name, tx)
     if tx_hash is None:
@@ -80,12 +95,12 @@ async def _verify(cfg: config_mod.Config, chain_cfg: config_mod.ChainConfig, tx:
                 "reason": lookup.reason})
         return EXIT_FAILURE
     p = lookup.payment
-    verdict = rules.judge(p, lookup.view, policy_of(cfg))
+    verdict = rules.judge(p, lookup.view, cfg.policy)
     _print({
         "chain": p.chain, "tx_hash": p.tx_hash, "verdict": verdict.status,
         "reason": "underpaid" if verdict.status == "underpaid" else
                   "unconfirmed" if verdict.status == "pending" else None,
-        "amount_usdc": str(config_mod.base_units_to_usdc(p.amount)),
+        "amount_usdc": str(base_units_to_usdc(p.amount)),
         "amount_base_units": str(p.amount),
         "from_address": p.from_address, "to_address": p.to_address,
         "block_number": p.block_number, "block_hash": p.block_hash,
@@ -124,10 +139,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_jobs(args: argparse.Namespace) -> int:
-    from verifier import jobs
+    import asyncio
 
-    settings = config_mod.load_jobs(os.environ)
-    logs.configure(settings.log_format)
+    from verifier import db, jobs
+
+    settings = _config(chains=False)
     if args.hour is not None and args.job != "analytics":
         raise ConfigError("--hour: only the analytics job takes an hour")
     url = db.resolve_url(settings.database_url, settings.embedded_dir)
@@ -211,13 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_jobs)
     p = sub.add_parser("doctor", help="check configuration, database, migrations and every RPC")
     p.set_defaults(func=_cmd_doctor)
-    for register in EXTRA_COMMANDS:
-        register(sub)
     return parser
-
-
-# Other modules add their sub-commands here.
-EXTRA_COMMANDS: list[Callable[[Any], None]] = []
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,6 +7,7 @@ with one line naming the variable; nothing else in the program reads ``os.enviro
 from __future__ import annotations
 
 import tomllib
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -16,9 +17,8 @@ from typing import Literal
 
 from verifier.addresses import canonical_evm_address, canonical_solana_address
 from verifier.errors import ConfigError
-
-USDC_DECIMALS = 6
-BASE_UNITS = 10**USDC_DECIMALS
+from verifier.money import base_units_to_usdc, usdc_to_base_units
+from verifier.rules import Policy
 
 Finality = Literal["depth", "safe", "finalized"]
 ChainKind = Literal["evm", "solana"]
@@ -63,12 +63,9 @@ class ChainConfig:
 class Config:
     database_url: str | None
     chains: dict[str, ChainConfig]
-    price_per_request: int = 1_000
-    min_payment: int = 100_000
+    policy: Policy = field(default_factory=lambda: Policy(price_per_request=1_000,
+                                                          min_payment=100_000))
     access_ttl: timedelta = timedelta(hours=24)
-    claim_proof: Literal["signature", "none"] = "signature"
-    claim_ttl: timedelta = timedelta(minutes=30)
-    claim_not_found_grace: timedelta = timedelta(seconds=60)
     poll_interval: float = 2.0
     workers: int = 4
     metrics_addr: tuple[str, int] | None = ("127.0.0.1", 9402)
@@ -78,90 +75,77 @@ class Config:
     usage_retention_days: int = 90
     embedded_dir: Path = field(default_factory=lambda: Path("var"))
     log_format: Literal["auto", "json", "console"] = "auto"
+    source: str | None = None  # the X402_CONFIG_FILE it was read from, if any
 
 
-@dataclass(frozen=True)
-class DatabaseConfig:
-    database_url: str | None
-    embedded_dir: Path
+def load(env: Mapping[str, str], *, chains: bool = True) -> Config:
+    """Parses and validates the whole configuration: the environment over X402_CONFIG_FILE.
 
-
-def load_database(env: Mapping[str, str]) -> DatabaseConfig:
-    """Only what commands that touch nothing but the database need (migrate, jobs)."""
-    values = dict(_file_values(env))
+    ``chains=False`` is for commands that touch only the database (migrate, jobs, the database
+    part of doctor): X402_CHAINS and every X402_<CHAIN>_* variable are then not read, so a
+    migration can run before the RPC endpoints are known. Every other setting is validated the
+    same way in both cases.
+    """
+    file_values, source = _file_values(env)
+    values = dict(file_values)
     values.update(env)
     r = _Reader(values)
-    return DatabaseConfig(r.get("DATABASE_URL") or None, Path(r.get("X402_EMBEDDED_DIR") or "var"))
-
-
-@dataclass(frozen=True)
-class JobsConfig:
-    """What `x402-verifier jobs run` needs: the database and the job settings, no chains."""
-
-    database_url: str | None
-    embedded_dir: Path
-    analytics_backfill_hours: int
-    usage_retention_days: int
-    log_format: Literal["auto", "json", "console"]
-
-
-def load_jobs(env: Mapping[str, str]) -> JobsConfig:
-    values = dict(_file_values(env))
-    values.update(env)
-    r = _Reader(values)
-    return JobsConfig(
-        database_url=r.get("DATABASE_URL") or None,
-        embedded_dir=Path(r.get("X402_EMBEDDED_DIR") or "var"),
-        analytics_backfill_hours=_backfill_hours(r),
-        usage_retention_days=_retention_days(r),
-        log_format=r.choice("X402_LOG_FORMAT", ("auto", "json", "console"), "auto"),  # type: ignore[arg-type]
-    )
-
-
-def _backfill_hours(r: _Reader) -> int:
-    return r.integer("X402_ANALYTICS_BACKFILL_HOURS", "168", minimum=0)
-
-
-def _retention_days(r: _Reader) -> int:
-    return r.integer("X402_USAGE_RETENTION_DAYS", "90", minimum=1)
-
-
-def load(env: Mapping[str, str]) -> Config:
-    """Parses and validates the whole configuration."""
-    values = dict(_file_values(env))
-    values.update(env)
-    r = _Reader(values)
-    chain_names = r.list("X402_CHAINS", default="base")
-    for name in chain_names:
-        if name not in CHAIN_DEFAULTS:
-            raise ConfigError(
-                f"X402_CHAINS: unknown chain {name!r} (supported: {', '.join(SUPPORTED_CHAINS)})"
-            )
-    if len(set(chain_names)) != len(chain_names):
-        raise ConfigError("X402_CHAINS: a chain is listed twice")
-    chains = {name: _chain(r, name) for name in chain_names}
-    price = r.usdc("X402_PRICE_PER_REQUEST_USDC", "0.001")
-    if price <= 0:
-        raise ConfigError("X402_PRICE_PER_REQUEST_USDC: must be more than 0")
+    chain_cfgs: dict[str, ChainConfig] = {}
+    if chains:
+        chain_names = r.list("X402_CHAINS", default="base")
+        for name in chain_names:
+            if name not in CHAIN_DEFAULTS:
+                raise ConfigError(
+                    f"X402_CHAINS: unknown chain {name!r} (supported: {', '.join(SUPPORTED_CHAINS)})"
+                )
+        if len(set(chain_names)) != len(chain_names):
+            raise ConfigError("X402_CHAINS: a chain is listed twice")
+        chain_cfgs = {name: _chain(r, name) for name in chain_names}
     return Config(
         database_url=r.get("DATABASE_URL") or None,
-        chains=chains,
-        price_per_request=price,
-        min_payment=r.usdc("X402_MIN_PAYMENT_USDC", "0.10"),
+        chains=chain_cfgs,
+        policy=_policy(r),
         access_ttl=timedelta(hours=r.number("X402_ACCESS_TTL_HOURS", "24", minimum=0.001)),
-        claim_proof=r.choice("X402_CLAIM_PROOF", ("signature", "none"), "signature"),  # type: ignore[arg-type]
-        claim_ttl=timedelta(seconds=r.number("X402_CLAIM_TTL_SECONDS", "1800", minimum=1)),
-        claim_not_found_grace=timedelta(
-            seconds=r.number("X402_CLAIM_NOT_FOUND_GRACE_SECONDS", "60", minimum=0)),
         poll_interval=r.number("X402_POLL_INTERVAL", "2", minimum=0.01),
         workers=r.integer("X402_WORKERS", "4", minimum=1, maximum=256),
         metrics_addr=_metrics_addr(r),
         cleanup_cron=r.cron("X402_CLEANUP_CRON", "0 * * * *"),
         analytics_cron=r.cron("X402_ANALYTICS_CRON", "5 * * * *"),
-        analytics_backfill_hours=_backfill_hours(r),
-        usage_retention_days=_retention_days(r),
+        analytics_backfill_hours=r.integer("X402_ANALYTICS_BACKFILL_HOURS", "168", minimum=0),
+        usage_retention_days=r.integer("X402_USAGE_RETENTION_DAYS", "90", minimum=1),
         embedded_dir=Path(r.get("X402_EMBEDDED_DIR") or "var"),
         log_format=r.choice("X402_LOG_FORMAT", ("auto", "json", "console"), "auto"),  # type: ignore[arg-type]
+        source=source,
+    )
+
+
+def database_location(env: Mapping[str, str]) -> tuple[str | None, Path]:
+    """(DATABASE_URL, X402_EMBEDDED_DIR) alone, for `doctor` to check the database even when
+    another setting is wrong (load() names that one)."""
+    file_values, _ = _file_values(env)
+    r = _Reader({**file_values, **env})
+    return r.get("DATABASE_URL") or None, Path(r.get("X402_EMBEDDED_DIR") or "var")
+
+
+def _policy(r: _Reader) -> Policy:
+    """The payment rules (rules.Policy), built once here: nothing else restates them."""
+    price = r.usdc("X402_PRICE_PER_REQUEST_USDC", "0.001")
+    if price <= 0:
+        raise ConfigError("X402_PRICE_PER_REQUEST_USDC: must be more than 0")
+    minimum = r.usdc("X402_MIN_PAYMENT_USDC", "0.10")
+    if price > minimum:
+        # A payment of the minimum would verify and buy floor(minimum / price) = 0 requests.
+        raise ConfigError(
+            f"X402_PRICE_PER_REQUEST_USDC: {base_units_to_usdc(price)} is above "
+            f"X402_MIN_PAYMENT_USDC {base_units_to_usdc(minimum)}: a minimum payment would "
+            "verify for 0 requests")
+    return Policy(
+        price_per_request=price,
+        min_payment=minimum,
+        claim_proof=r.choice("X402_CLAIM_PROOF", ("signature", "none"), "signature"),  # type: ignore[arg-type]
+        claim_ttl=timedelta(seconds=r.number("X402_CLAIM_TTL_SECONDS", "1800", minimum=1)),
+        not_found_grace=timedelta(
+            seconds=r.number("X402_CLAIM_NOT_FOUND_GRACE_SECONDS", "60", minimum=0)),
     )
 
 
@@ -217,14 +201,17 @@ def _metrics_addr(r: _Reader) -> tuple[str, int] | None:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-def _file_values(env: Mapping[str, str]) -> dict[str, str]:
+def _file_values(env: Mapping[str, str]) -> tuple[dict[str, str], str | None]:
     path = env.get("X402_CONFIG_FILE")
     if not path:
-        return {}
+        return {}, None
     try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        text = Path(path).read_text(encoding="utf-8")
+        mode = Path(path).stat().st_mode
     except OSError as exc:
         raise ConfigError(f"X402_CONFIG_FILE: cannot read {path}: {exc.strerror}") from exc
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"X402_CONFIG_FILE: {path} is not valid TOML: {exc}") from exc
     out: dict[str, str] = {}
@@ -232,7 +219,42 @@ def _file_values(env: Mapping[str, str]) -> dict[str, str]:
         if isinstance(value, list):
             value = ",".join(str(v) for v in value)
         out[key.upper()] = str(value)
-    return out
+    if mode & 0o077 and _holds_secret(out):
+        # Loud, but not fatal: the operator may be mid-migration; doctor repeats it.
+        warnings.warn(
+            f"X402_CONFIG_FILE: {path} holds a password or key and is readable by "
+            f"{'group and others' if mode & 0o007 else 'its group'} (mode {mode & 0o777:o}); "
+            f"run: chmod 600 {path}", ConfigFileExposed, stacklevel=3)
+    return out, path
+
+
+class ConfigFileExposed(UserWarning):
+    """The configuration file holds a secret and others can read it."""
+
+
+def _holds_secret(values: Mapping[str, str]) -> bool:
+    """A password in DATABASE_URL, or credentials in an RPC URL."""
+    for key, value in values.items():
+        if key == "DATABASE_URL" or key.endswith("_RPC_URLS"):
+            for url in value.split(","):
+                if _url_has_credentials(url.strip()):
+                    return True
+        if "PASSWORD" in key or key.endswith(("_KEY", "_TOKEN", "_SECRET")):
+            return True
+    return False
+
+
+def _url_has_credentials(url: str) -> bool:
+    from urllib.parse import parse_qsl, urlsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    if parts.password:
+        return True
+    return any(k.lower() in ("password", "apikey", "api_key", "key", "token")
+               for k, _ in parse_qsl(parts.query))
 
 
 class _Reader:
@@ -302,35 +324,3 @@ class _Reader:
         except ValueError as exc:
             raise ConfigError(f"{key}: {raw!r} is not a valid cron expression ({exc})") from None
         return raw
-
-
-def usdc_to_base_units(text: str) -> int:
-    """'0.001' -> 1000. Exact: refuses more than 6 decimals, negatives and non-numbers."""
-    try:
-        amount = Decimal(text.strip())
-    except InvalidOperation:
-        raise ValueError(f"{text!r} is not a USDC amount") from None
-    if not amount.is_finite() or amount < 0:
-        raise ValueError(f"{text!r} is not a non-negative USDC amount")
-    return usdc_decimal_to_base_units(amount)
-
-
-def base_units_to_usdc(units: int) -> Decimal:
-    """Exact decimal USDC for a NUMERIC column: 1000 -> Decimal('0.001000'), at any size."""
-    return Decimal(f"{units}E-{USDC_DECIMALS}")
-
-
-def usdc_decimal_to_base_units(amount: Decimal) -> int:
-    """The inverse, exact at any size: Decimal('1.5') -> 1500000."""
-    sign, digits, exponent = amount.as_tuple()
-    if not isinstance(exponent, int):
-        raise ValueError(f"{amount} is not a finite amount")
-    value = int("".join(map(str, digits)) or "0")
-    shift = exponent + USDC_DECIMALS
-    if shift >= 0:
-        value *= 10**shift
-    else:
-        value, rest = divmod(value, 10**-shift)
-        if rest:
-            raise ValueError(f"{amount} has more than {USDC_DECIMALS} decimals")
-    return -value if sign else value

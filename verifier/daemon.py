@@ -17,7 +17,7 @@ from datetime import timedelta
 import structlog
 from psycopg_pool import AsyncConnectionPool
 
-from verifier import jobs, migrate, rules
+from verifier import jobs, migrate
 from verifier.chains import open_adapter
 from verifier.chains.base import ChainAdapter
 from verifier.claims import ClaimProcessor, WorkerPool
@@ -31,16 +31,6 @@ from verifier.watcher_status import StatusBoard
 
 log = structlog.get_logger("verifier.daemon")
 STOP_GRACE = 8.0
-
-
-def policy_of(config: Config) -> rules.Policy:
-    return rules.Policy(
-        price_per_request=config.price_per_request,
-        min_payment=config.min_payment,
-        claim_proof=config.claim_proof,
-        claim_ttl=config.claim_ttl,
-        not_found_grace=config.claim_not_found_grace,
-    )
 
 
 @dataclass
@@ -67,7 +57,7 @@ class Daemon:
                    metrics_refresh: float = 15.0) -> AsyncIterator[Daemon]:
         """Opens the database and every chain, and checks them (raises when something is off);
         on leaving, closes what was opened, newest first."""
-        if config.claim_proof == "none":
+        if config.policy.claim_proof == "none":
             log.warning("claim_proof_disabled",
                         detail="X402_CLAIM_PROOF=none: whoever presents a tx hash first gets "
                                "its credit")
@@ -79,7 +69,7 @@ class Daemon:
             metrics = Metrics(config.chains, board, pool=pool)
             adapters = {name: await _chain(opened, chain_cfg, metrics)
                         for name, chain_cfg in config.chains.items()}
-            policy = policy_of(config)
+            policy = config.policy
             watchers = [Watcher(adapters[name], store, chain_cfg, policy, board=board,
                                 lock_conninfo=conninfo, poll_interval=config.poll_interval)
                         for name, chain_cfg in config.chains.items()]

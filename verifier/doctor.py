@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
@@ -50,12 +51,17 @@ def run(env: Mapping[str, str]) -> int:
 
 def diagnose(env: Mapping[str, str]) -> Iterator[Check]:
     cfg: config_mod.Config | None = None
-    try:
-        cfg = config_mod.load(env)
-        yield Check("config", True, _describe_config(cfg))
-    except ConfigError as exc:
-        yield Check("config", False, str(exc))
-    check, url = _database(env)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", config_mod.ConfigFileExposed)
+        try:
+            cfg = config_mod.load(env)
+            yield Check("config", True, _describe_config(cfg))
+        except ConfigError as exc:
+            yield Check("config", False, str(exc))
+    for warning in caught:
+        if issubclass(warning.category, config_mod.ConfigFileExposed):
+            yield Check("config file", False, str(warning.message))
+    check, url = _database(env, cfg)
     yield check
     if url is not None:
         yield _migrations(url)
@@ -69,17 +75,20 @@ def _describe_config(cfg: config_mod.Config) -> str:
     chains = ", ".join(f"{c.name} ({len(c.rpc_urls)} RPC, {len(c.payment_addresses)} payee)"
                        for c in cfg.chains.values())
     metrics = "off" if cfg.metrics_addr is None else "{}:{}".format(*cfg.metrics_addr)
-    return f"chains {chains}; claim proof {cfg.claim_proof}; metrics {metrics}"
+    return f"chains {chains}; claim proof {cfg.policy.claim_proof}; metrics {metrics}"
 
 
-def _database(env: Mapping[str, str]) -> tuple[Check, str | None]:
+def _database(env: Mapping[str, str],
+              cfg: config_mod.Config | None) -> tuple[Check, str | None]:
     try:
-        settings = config_mod.load_database(env)
-        url = db.resolve_url(settings.database_url, settings.embedded_dir)
+        # The configuration is read once; only when it failed is its database part read alone.
+        database_url, embedded_dir = ((cfg.database_url, cfg.embedded_dir) if cfg is not None
+                                      else config_mod.database_location(env))
+        url = db.resolve_url(database_url, embedded_dir)
         version, where = reports.server(url)
     except VerifierError as exc:
         return Check("database", False, f"{exc.__class__.__name__}: {exc}".strip()), None
-    embedded = "" if settings.database_url else " (embedded; DATABASE_URL is not set)"
+    embedded = "" if database_url else " (embedded; DATABASE_URL is not set)"
     return Check("database", True, f"PostgreSQL {version} at {where}"
                  + embedded), url
 

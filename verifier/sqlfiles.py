@@ -48,6 +48,6 @@ def parse_queries(text: str) -> dict[str, str]:
 
 
 @cache
-def queries(filename: str = "queries.sql") -> dict[str, str]:
+def queries(filename: str) -> dict[str, str]:
     """The named queries of sql/<filename>, loaded once."""
     return parse_queries((data_root() / "sql" / filename).read_text(encoding="utf-8"))

@@ -12,7 +12,7 @@ from typing import Any
 
 import psycopg
 
-from verifier.config import base_units_to_usdc
+from verifier.money import base_units_to_usdc
 
 USDC = 1_000_000  # base units in one USDC
 

@@ -42,6 +42,7 @@ from verifier.errors import (
     UnreadableAnswer,
 )
 from verifier.models import ChainView, Cursor, Lookup, Observed
+from verifier.money import USDC_DECIMALS
 from verifier.rpc.client import SOLANA, RpcClient
 from verifier.rpc.failover import Endpoint, Observer, RetryPolicy
 from verifier.vocab import Reason
@@ -50,7 +51,6 @@ log = structlog.get_logger("verifier.solana")
 
 TOKEN_PROGRAM = "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA"
 PAGE_LIMIT = 1000  # the most getSignaturesForAddress returns
-USDC_DECIMALS = 6
 TX_CONFIG = {"encoding": "jsonParsed", "commitment": "finalized",
              "maxSupportedTransactionVersion": 0}
 

@@ -12,7 +12,7 @@ from datetime import timedelta
 
 import psycopg
 
-from verifier.config import usdc_decimal_to_base_units as units_of
+from verifier.money import usdc_decimal_to_base_units as units_of
 from verifier.sqlfiles import queries
 from verifier.store.errors import wrapped
 

@@ -14,9 +14,9 @@ from datetime import timedelta
 
 from psycopg_pool import AsyncConnectionPool
 
-from verifier.config import base_units_to_usdc
-from verifier.config import usdc_decimal_to_base_units as units_of
 from verifier.models import Cursor, Observed, Verdict
+from verifier.money import base_units_to_usdc
+from verifier.money import usdc_decimal_to_base_units as units_of
 from verifier.sqlfiles import queries
 from verifier.store.claims import ClaimSession, PaymentRow
 from verifier.store.errors import wrapped
