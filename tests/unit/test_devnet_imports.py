@@ -46,7 +46,7 @@ def test_the_wheel_carries_every_data_file_of_the_devnet() -> None:
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
     patterns = pyproject["tool"]["setuptools"]["package-data"]["verifier.devnet"]
     data = [p for p in DEVNET.rglob("*") if p.is_file() and p.suffix not in (".py", ".pyc")]
-    assert data, "the devnet has no data files: contracts and audit.sql are expected"
+    assert data, "the devnet has no data files: its contracts are expected"
     for path in data:
         rel = path.relative_to(DEVNET)
         assert any(rel.match(pattern) for pattern in patterns), f"{rel} is not package data"

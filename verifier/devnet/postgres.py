@@ -15,12 +15,10 @@ import tempfile
 import warnings
 from pathlib import Path
 
-import psycopg
-from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from verifier import migrate
-from verifier.sqlfiles import queries
+from verifier.store import admin
 
 
 class RestartablePostgres:
@@ -88,20 +86,10 @@ def with_db(url: str, name: str) -> str:
 
 
 def create_database(admin_url: str, name: str, template: str | None = None) -> str:
-    q = queries("admin.sql")
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL(q["drop_database"]).format(name=sql.Identifier(name)))
-        if template:
-            stmt = sql.SQL(q["create_database_from_template"]).format(
-                name=sql.Identifier(name), template=sql.Identifier(template)
-            )
-        else:
-            stmt = sql.SQL(q["create_database"]).format(name=sql.Identifier(name))
-        conn.execute(stmt)
+    """A fresh database ``name`` (dropped first if it exists); returns its URL."""
+    admin.create_database(admin_url, name, template)
     return with_db(admin_url, name)
 
 
 def drop_database(admin_url: str, name: str) -> None:
-    q = queries("admin.sql")
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL(q["drop_database"]).format(name=sql.Identifier(name)))
+    admin.drop_database(admin_url, name)

@@ -49,9 +49,8 @@ from verifier.devnet.evm import (
 )
 from verifier.devnet.faults import Fault, FaultProxy
 from verifier.devnet.postgres import RestartablePostgres
-from verifier.sqlfiles import parse_queries
+from verifier.store import audit
 
-AUDIT = parse_queries((Path(__file__).parent / "audit.sql").read_text(encoding="utf-8"))
 MIN_PAYMENT = 100_000  # the daemon's default X402_MIN_PAYMENT_USDC, 0.10
 PRICE = 1_000  # X402_PRICE_PER_REQUEST_USDC 0.001
 EVM_USDC = {"base": USDC_BASE, "ethereum": USDC_ETHEREUM}
@@ -299,7 +298,7 @@ class Soak:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             self._supervise()
-            rows = self._db(lambda conn: conn.execute(AUDIT["cursors"]).fetchall())
+            rows = self._db(lambda conn: audit.rows(conn, "cursors"))
             if {r[0] for r in rows} >= set(self.plan.chains):
                 self.say(f"daemon watching [{self._elapsed():.0f} s]")
                 return
@@ -373,7 +372,7 @@ class Soak:
                                                                               to=PAYEE)}
         deadline = time.monotonic() + 10
         while doomed and time.monotonic() < deadline:
-            rows = self._db(lambda conn: conn.execute(AUDIT["payments"]).fetchall())
+            rows = self._db(lambda conn: audit.rows(conn, "payments"))
             if doomed <= {tx for c, tx, *_ in rows if c == chain}:
                 self.events["reorg_after_seen"] += 1
                 return
@@ -512,7 +511,7 @@ class Soak:
         self.say(f"daemon stopped (SIGTERM, exit {code}) [{self._elapsed():.0f} s]")
 
     def _cursors_behind(self) -> list[str]:
-        rows = self._db(lambda conn: conn.execute(AUDIT["cursors"]).fetchall())
+        rows = self._db(lambda conn: audit.rows(conn, "cursors"))
         positions: dict[str, list[int]] = {}
         for chain, _account, position, _marker in rows:
             positions.setdefault(chain, []).append(position)
@@ -560,12 +559,7 @@ class Soak:
                 conn.close()
 
     def _count(self, name: str) -> int:
-        def count(conn: psycopg.Connection) -> int:
-            row = conn.execute(AUDIT[name]).fetchone()
-            assert row is not None  # a COUNT(*) answers one row
-            return int(row[0])
-
-        return int(self._db(count))
+        return int(self._db(lambda conn: audit.count(conn, name)))
 
     def _elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -574,7 +568,7 @@ class Soak:
 
     def audit(self) -> Result:
         diffs: list[str] = []
-        rows = self._db(lambda conn: conn.execute(AUDIT["payments"]).fetchall())
+        rows = self._db(lambda conn: audit.rows(conn, "payments"))
         recorded = {(c, tx): (status, _units(amount), req) for c, tx, status, amount, req in rows}
         truth: dict[tuple[str, str], int] = {}
         for chain, devnet in self.devnets.items():
@@ -675,7 +669,7 @@ class Soak:
         return out
 
     def _audit_claims(self, gone: set[tuple[str, str]], diffs: list[str]) -> Counter[str]:
-        rows = self._db(lambda conn: conn.execute(AUDIT["claims"]).fetchall())
+        rows = self._db(lambda conn: audit.rows(conn, "claims"))
         by_hash = {token_hash: (status, reason) for _id, _c, _tx, token_hash, status, reason
                    in rows}
         if len(rows) != len({c.token_hash for c in self.claims}):
@@ -711,7 +705,7 @@ class Soak:
         return Counter({k: v for k, v in sorted(outcome.items())})
 
     def _audit_tokens(self, diffs: list[str]) -> int:
-        rows = self._db(lambda conn: conn.execute(AUDIT["tokens"]).fetchall())
+        rows = self._db(lambda conn: audit.rows(conn, "tokens"))
         issued = {c.token_hash: c for c in self.claims}
         per_payment = Counter((chain, tx) for _h, chain, tx, _s in rows)
         for key, n in per_payment.items():
@@ -727,7 +721,7 @@ class Soak:
 
     def _consume_some(self, diffs: list[str]) -> int:
         """Each issued token buys exactly what its payment paid for, one request at a time."""
-        rows = self._db(lambda conn: conn.execute(AUDIT["claims"]).fetchall())
+        rows = self._db(lambda conn: audit.rows(conn, "claims"))
         issued = {h for *_x, h, status, _r in rows if status == "issued"}
         amounts = {s.tx_hash: s.amount for s in self.sent}
         used = 0
@@ -746,7 +740,7 @@ class Soak:
         return self._db(lambda conn: api.consume(conn, token, "/soak", "GET", 200))
 
     def _audit_cursors(self, diffs: list[str]) -> None:
-        rows = self._db(lambda conn: conn.execute(AUDIT["cursors"]).fetchall())
+        rows = self._db(lambda conn: audit.rows(conn, "cursors"))
         for chain, account, position, marker in rows:
             if chain in self.devnets:
                 devnet = self.devnets[chain]
