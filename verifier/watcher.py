@@ -23,7 +23,7 @@ from verifier.chains.base import ChainAdapter
 from verifier.config import ChainConfig
 from verifier.errors import DatabaseError, RpcError
 from verifier.models import ChainView, Cursor
-from verifier.store import WATCHER_LOCK, ChainLock, Store
+from verifier.store import WATCHER_LOCK, ChainLock, SetAside, Store
 from verifier.watcher_status import StatusBoard, WatcherStatus
 
 log = structlog.get_logger("verifier.watcher")
@@ -114,7 +114,8 @@ class Watcher:
             log.info("cursor_started", chain=self.chain, position=cursors[0].position)
         result = await self.adapter.scan(cursors, view)
         found = [(p, rules.judge(p, view, self.policy)) for p in result.payments]
-        await self.store.record_scan(self.chain, found, result.cursors, result.blocks)
+        self._set_aside(await self.store.record_scan(self.chain, found, result.cursors,
+                                                     result.blocks))
         if found:
             log.info("payments_found", chain=self.chain, count=len(found),
                      first_block=found[0][0].block_number, last_block=found[-1][0].block_number)
@@ -142,7 +143,15 @@ class Watcher:
             if verdict.status != "pending":
                 log.info("payment_settled", chain=self.chain, tx_hash=row.payment.tx_hash,
                          status=verdict.status, confirmations=verdict.confirmations)
-        await self.store.settle(settled)
+        self._set_aside(await self.store.settle(settled))
+
+    def _set_aside(self, rows: Sequence[SetAside]) -> None:
+        """Rows the database refused: logged one by one and counted; the rest went through."""
+        for row in rows:
+            log.error("payment_set_aside", chain=self.chain, tx_hash=row.tx_hash,
+                      reason=row.reason)
+        if rows:
+            self._publish(set_aside=self.status.set_aside + len(rows))
 
     async def check_reorgs(self, view: ChainView, cursors: Sequence[Cursor]) -> bool:
         """Rewinds after a reorg (see verifier.reorg); True when the cursor moved back."""
