@@ -101,3 +101,21 @@ async def test_lookup_rejects_a_malformed_signature(
     adapter = await make_adapter(payee)
     assert (await adapter.lookup("not-base58-0OIl")).reason == "malformed_tx_hash"
     assert node.calls["getTransaction"] == 0
+
+
+async def test_an_endpoint_without_gethealth_is_not_refused_at_start(
+        node: SolanaServer, kit: TokenKit, payee: Keypair, make_adapter: MakeAdapter) -> None:
+    """A gateway that answers getHealth with -32601 (method not found) has no health method;
+    it is not down: the start goes on with what the other checks find."""
+    from verifier.devnet.faults import FaultProxy
+
+    with FaultProxy(node.url) as gateway:
+        gateway.refuse("getHealth", -32601, "Method not found")
+        adapter = await make_adapter(payee, urls=[gateway.url])
+        await adapter.startup_check()
+        assert gateway.rewritten["getHealth"] >= 1
+        assert adapter.accounts == (str(ata(payee.pubkey())),)
+        gateway.clear()  # any other refusal still refuses the endpoint
+        gateway.refuse("getHealth", -32600, "Invalid request")
+        with pytest.raises(ConfigError, match=f"{gateway.url}: does not answer"):
+            await adapter.startup_check()

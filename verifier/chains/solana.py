@@ -50,6 +50,7 @@ log = structlog.get_logger("verifier.solana")
 
 TOKEN_PROGRAM = "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA"
 PAGE_LIMIT = 1000  # the most getSignaturesForAddress returns
+METHOD_NOT_FOUND = -32601  # JSON-RPC: the endpoint does not offer the method
 USDC_DECIMALS = 6
 TX_CONFIG = {"encoding": "jsonParsed", "commitment": "finalized",
              "maxSupportedTransactionVersion": 0}
@@ -131,6 +132,13 @@ class SolanaAdapter:
                 if exc.code != -32005:
                     raise
                 log.warning("solana_node_behind", endpoint=endpoint.url, error=str(exc))
+                health = "ok"
+            except FinalRpcError as exc:
+                if exc.code != METHOD_NOT_FOUND:
+                    raise
+                # Some gateways do not offer getHealth: no health method is not "down"; the
+                # calls below still have to answer.
+                log.info("solana_no_health_method", endpoint=endpoint.url)
                 health = "ok"
             genesis = await ask("getGenesisHash")
             account = await ask("getAccountInfo", [self.mint, {"encoding": "base64",
