@@ -21,7 +21,7 @@ import structlog
 from verifier import reorg, rules
 from verifier.chains.base import ChainAdapter
 from verifier.config import ChainConfig
-from verifier.errors import DatabaseError, RpcError
+from verifier.errors import DatabaseError, RpcError, WrongChainError
 from verifier.models import ChainView, Cursor
 from verifier.store import WATCHER_LOCK, ChainLock, SetAside, Store
 from verifier.watcher_status import StatusBoard, WatcherStatus
@@ -90,6 +90,13 @@ class Watcher:
     async def _guarded_step(self) -> bool:
         try:
             return await self.step()
+        except WrongChainError as exc:
+            # No endpoint serves the configured chain: nothing is scanned, nothing rewound,
+            # and /readyz fails until one does again.
+            if self.status.wrong_chain is None:
+                log.error("watcher_no_endpoint_on_chain", chain=self.chain, error=str(exc))
+            self._publish(wrong_chain=str(exc))
+            return False
         except (RpcError, DatabaseError) as exc:
             log.warning("watcher_step_failed", chain=self.chain, error=str(exc),
                         kind=exc.__class__.__name__)
@@ -133,7 +140,7 @@ class Watcher:
         position = min((c.position for c in cursors), default=None)
         self._publish(last_progress=now, position=position,
                       scanned=view.head if done else position,
-                      caught_up_at=now if done else self.status.caught_up_at)
+                      caught_up_at=now if done else self.status.caught_up_at, wrong_chain=None)
 
     async def settle_pending(self, view: ChainView) -> None:
         settled = []

@@ -40,6 +40,7 @@ from verifier.errors import (
     RpcError,
     SlotSkippedError,
     UnreadableAnswer,
+    WrongChainError,
 )
 from verifier.models import ChainView, Cursor, Lookup, Observed
 from verifier.rpc.client import SOLANA, RpcClient
@@ -91,6 +92,7 @@ class SolanaAdapter:
         # A configured token account is judged as a payee itself (its owner may be anyone).
         self._payees = (*self.payees, *config.token_accounts)
         self._backlogs: dict[str, _Backlog] = {}
+        self.genesis: str | None = None  # the cluster's genesis hash, known after startup_check
 
     def _watched(self) -> tuple[str, ...]:
         derived = [associated_token_address(p, self.mint, self.token_program)
@@ -115,6 +117,7 @@ class SolanaAdapter:
                 raise ConfigError(
                     f"X402_SOLANA_RPC_URLS: {url} is on another cluster (genesis hash {value}, "
                     f"{first_url} has {first_hash})")
+        self.genesis = first_hash  # checked again with every poll's view
         self.accounts = self._watched()
 
     async def _check_endpoint(self, endpoint: Endpoint) -> str:
@@ -165,7 +168,20 @@ class SolanaAdapter:
         return str(value["owner"])
 
     async def view(self) -> ChainView:
-        slot = await self.rpc.request("getSlot", [{"commitment": "finalized"}])
+        """The finalized slot, from an endpoint that shows the cluster's genesis hash in the
+        same poll: one that starts serving another cluster is dropped by the pool (see
+        verifier.rpc.failover) until it answers for this one again."""
+
+        async def op(endpoint: Endpoint) -> Any:
+            if self.genesis is not None:
+                genesis = await self.rpc.request_on(endpoint, "getGenesisHash")
+                if genesis != self.genesis:
+                    raise WrongChainError(
+                        f"solana: {endpoint.url} serves genesis hash {genesis!r:.60}, expected "
+                        f"{self.genesis}", endpoint=endpoint.url)
+            return await self.rpc.request_on(endpoint, "getSlot", [{"commitment": "finalized"}])
+
+        slot = await self.rpc.pool.call("getSlot", op, checks_chain=True)
         if not isinstance(slot, int) or isinstance(slot, bool) or slot < 0:
             # A garbled head is the node failing (retried), never a crash of the caller.
             raise RetriableRpcError(f"getSlot answered {slot!r:.80} instead of a slot")
