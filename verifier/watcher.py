@@ -155,7 +155,7 @@ class Watcher:
     def _set_aside(self, rows: Sequence[SetAside]) -> None:
         """Rows the database refused: logged one by one and counted; the rest went through."""
         for row in rows:
-            log.error("payment_set_aside", chain=self.chain, tx_hash=row.tx_hash,
+            log.error("payment_set_aside", chain=self.chain, payment=row.payment,
                       reason=row.reason)
         if rows:
             self._publish(set_aside=self.status.set_aside + len(rows))

@@ -39,7 +39,7 @@ class PendingPayment:
 class SetAside:
     """A row the database refused; the rest of its write went through without it."""
 
-    tx_hash: str
+    payment: str  # its tx hash (a found payment) or "payment id N" (a pending one settled)
     reason: str
 
 
