@@ -8,7 +8,8 @@
 server, all watched by one daemon configuration (X402_CHAINS=base,ethereum,solana); every RPC
 behind a fault-injecting proxy (faults on 10% of requests, every kind at least once); two
 SIGKILLs of the daemon (`python -m verifier run`), one PostgreSQL stop/start (a pgserver of its
-own), a second daemon for part of the run, three reorgs shallower than the confirmation depth.
+own), a second daemon for part of the run, three reorgs shallower than the confirmation depth,
+the Base RPC serving Ethereum under its URL until the daemon notices.
 Then it checks the database against the chains and prints the figures: every valid payment
 verified exactly once with the right amount, nothing invalid recorded as paid, no duplicate
 token, every claim resolved, cursors on the chains. Exit 1 on any difference.

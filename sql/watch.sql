@@ -16,7 +16,8 @@ ON CONFLICT (chain, account) DO UPDATE
 -- name: upsert_payments
 -- Found payments, in one statement. A row already recorded is only touched while it is pending
 -- or reorged (refreshed, or revived when its transaction is found again), so a rescan can never
--- credit a payment twice or undo a verdict.
+-- credit a payment twice or undo a verdict. A revival never allocates less than was already
+-- used (a reorged, partly spent payment re-included with a smaller amount).
 INSERT INTO x402_payments AS p (
     tx_hash, chain, amount_usdc, from_address, to_address, block_number, block_hash,
     confirmations, status, requests_allocated, verified_at, expires_at
@@ -38,7 +39,7 @@ ON CONFLICT (tx_hash, chain) DO UPDATE
        block_hash         = EXCLUDED.block_hash,
        confirmations      = EXCLUDED.confirmations,
        status             = EXCLUDED.status,
-       requests_allocated = EXCLUDED.requests_allocated,
+       requests_allocated = GREATEST(EXCLUDED.requests_allocated, p.requests_used),
        verified_at        = EXCLUDED.verified_at,
        expires_at         = EXCLUDED.expires_at
  WHERE p.status IN ('pending', 'reorged')
@@ -50,11 +51,12 @@ SELECT id, tx_hash, block_number, block_hash, from_address, to_address, amount_u
  ORDER BY block_number, id
 
 -- name: settle_pending
--- New verdicts for pending payments; a row that left 'pending' meanwhile is not touched.
+-- New verdicts for pending payments; a row that left 'pending' meanwhile is not touched. Never
+-- below what is used: a revived payment may have been partly spent before its reorg.
 UPDATE x402_payments p
    SET status = t.status,
        confirmations = t.confirmations,
-       requests_allocated = t.requests,
+       requests_allocated = GREATEST(t.requests, p.requests_used),
        verified_at = CASE WHEN t.status IN ('verified', 'underpaid') THEN now() END,
        expires_at = now() + %(ttl)s
   FROM unnest(%(id)s::bigint[], %(status)s::text[], %(confirmations)s::int[],

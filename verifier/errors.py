@@ -49,6 +49,12 @@ class RetriableRpcError(RpcError):
         self.retry_after = retry_after
 
 
+class WrongChainError(RetriableRpcError):
+    """The endpoint answers for another chain (EVM chain id, Solana genesis hash) than the one
+    configured. Retriable on another endpoint; this one is used again only by calls that check
+    the chain in the same request, and only once it answers for the right chain."""
+
+
 class RangeTooLargeError(RpcError):
     """The provider refused an eth_getLogs range or result size; a smaller range will do."""
 

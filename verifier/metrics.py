@@ -157,6 +157,9 @@ class Metrics:
         if not w.active:
             return {"ok": True, "active": False}
         lag, limit = w.lag_blocks, self.chains[w.chain].max_lag_blocks
+        if w.wrong_chain is not None:
+            # No RPC endpoint serves the configured chain (a chain switch): not ready.
+            return {"ok": False, "active": True, "wrong_chain": w.wrong_chain}
         return {
             "ok": lag is not None and lag <= limit,
             "active": True,
@@ -250,10 +253,18 @@ def _reorgs(statuses: Sequence[WatcherStatus]) -> Iterator[Metric]:
                                  labels=["chain"])
     blocks = CounterMetricFamily("x402_reorged_blocks", "Blocks found replaced by reorgs",
                                  labels=["chain"])
+    set_aside = CounterMetricFamily("x402_payments_set_aside",
+                                    "Payment rows the database refused, set aside (logged)",
+                                    labels=["chain"])
+    wrong = GaugeMetricFamily("x402_chain_wrong_chain",
+                              "1 while no RPC endpoint serves the configured chain",
+                              labels=["chain"])
     for w in statuses:
         reorgs.add_metric([w.chain], w.reorgs)
         blocks.add_metric([w.chain], w.reorged_blocks)
-    yield from (reorgs, blocks)
+        set_aside.add_metric([w.chain], w.set_aside)
+        wrong.add_metric([w.chain], 1 if w.wrong_chain is not None else 0)
+    yield from (reorgs, blocks, set_aside, wrong)
 
 
 # -- HTTP -----------------------------------------------------------------------------------------

@@ -21,9 +21,9 @@ import structlog
 from verifier import reorg, rules
 from verifier.chains.base import ChainAdapter
 from verifier.config import ChainConfig
-from verifier.errors import DatabaseError, RpcError
+from verifier.errors import DatabaseError, RpcError, WrongChainError
 from verifier.models import ChainView, Cursor
-from verifier.store import WATCHER_LOCK, ChainLock, Store
+from verifier.store import WATCHER_LOCK, ChainLock, SetAside, Store
 from verifier.watcher_status import StatusBoard, WatcherStatus
 
 log = structlog.get_logger("verifier.watcher")
@@ -90,6 +90,13 @@ class Watcher:
     async def _guarded_step(self) -> bool:
         try:
             return await self.step()
+        except WrongChainError as exc:
+            # No endpoint serves the configured chain: nothing is scanned, nothing rewound,
+            # and /readyz fails until one does again.
+            if self.status.wrong_chain is None:
+                log.error("watcher_no_endpoint_on_chain", chain=self.chain, error=str(exc))
+            self._publish(wrong_chain=str(exc))
+            return False
         except (RpcError, DatabaseError) as exc:
             log.warning("watcher_step_failed", chain=self.chain, error=str(exc),
                         kind=exc.__class__.__name__)
@@ -114,7 +121,8 @@ class Watcher:
             log.info("cursor_started", chain=self.chain, position=cursors[0].position)
         result = await self.adapter.scan(cursors, view)
         found = [(p, rules.judge(p, view, self.policy)) for p in result.payments]
-        await self.store.record_scan(self.chain, found, result.cursors, result.blocks)
+        self._set_aside(await self.store.record_scan(self.chain, found, result.cursors,
+                                                     result.blocks))
         if found:
             log.info("payments_found", chain=self.chain, count=len(found),
                      first_block=found[0][0].block_number, last_block=found[-1][0].block_number)
@@ -132,7 +140,7 @@ class Watcher:
         position = min((c.position for c in cursors), default=None)
         self._publish(last_progress=now, position=position,
                       scanned=view.head if done else position,
-                      caught_up_at=now if done else self.status.caught_up_at)
+                      caught_up_at=now if done else self.status.caught_up_at, wrong_chain=None)
 
     async def settle_pending(self, view: ChainView) -> None:
         settled = []
@@ -142,7 +150,15 @@ class Watcher:
             if verdict.status != "pending":
                 log.info("payment_settled", chain=self.chain, tx_hash=row.payment.tx_hash,
                          status=verdict.status, confirmations=verdict.confirmations)
-        await self.store.settle(settled)
+        self._set_aside(await self.store.settle(settled))
+
+    def _set_aside(self, rows: Sequence[SetAside]) -> None:
+        """Rows the database refused: logged one by one and counted; the rest went through."""
+        for row in rows:
+            log.error("payment_set_aside", chain=self.chain, payment=row.payment,
+                      reason=row.reason)
+        if rows:
+            self._publish(set_aside=self.status.set_aside + len(rows))
 
     async def check_reorgs(self, view: ChainView, cursors: Sequence[Cursor]) -> bool:
         """Rewinds after a reorg (see verifier.reorg); True when the cursor moved back."""

@@ -24,6 +24,8 @@ class WatcherStatus:
     caught_up_at: float | None = None  # time.monotonic() when a scan last reached the head
     reorgs: int = 0  # reorgs this watcher met since the daemon started
     reorged_blocks: int = 0  # blocks those reorgs replaced
+    set_aside: int = 0  # payment rows the database refused (logged), the rest recorded
+    wrong_chain: str | None = None  # why the last step found no endpoint on the right chain
 
     @property
     def lag_blocks(self) -> int | None:

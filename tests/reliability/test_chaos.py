@@ -22,6 +22,7 @@ def test_short_chaos_run_loses_nothing_and_credits_nothing_twice(tmp_path):
         assert {f for f in Fault if result.faults[f]} == set(Fault)
         figures = result.figures
         assert figures["sigkills"] == 1 and figures["unexpected_exits"] == []
+        assert figures["chain_switches"] == ["base to chain id 1"]  # noticed, nothing rewound
         assert figures["reorged_out"] > 0  # the reorg removed payments, and none was credited
         assert figures["payments_valid_on_chain"] > 200
         assert figures["tokens"] == figures["tokens_consumed_once"] > 0

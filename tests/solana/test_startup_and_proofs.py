@@ -101,3 +101,55 @@ async def test_lookup_rejects_a_malformed_signature(
     adapter = await make_adapter(payee)
     assert (await adapter.lookup("not-base58-0OIl")).reason == "malformed_tx_hash"
     assert node.calls["getTransaction"] == 0
+
+
+async def test_an_endpoint_without_gethealth_is_not_refused_at_start(
+        node: SolanaServer, kit: TokenKit, payee: Keypair, make_adapter: MakeAdapter) -> None:
+    """A gateway that answers getHealth with -32601 (method not found) has no health method;
+    it is not down: the start goes on with what the other checks find."""
+    from verifier.devnet.faults import FaultProxy
+
+    with FaultProxy(node.url) as gateway:
+        gateway.refuse("getHealth", -32601, "Method not found")
+        adapter = await make_adapter(payee, urls=[gateway.url])
+        await adapter.startup_check()
+        assert gateway.rewritten["getHealth"] >= 1
+        assert adapter.accounts == (str(ata(payee.pubkey())),)
+        gateway.clear()  # any other refusal still refuses the endpoint
+        gateway.refuse("getHealth", -32600, "Invalid request")
+        with pytest.raises(ConfigError, match=f"{gateway.url}: does not answer"):
+            await adapter.startup_check()
+
+
+async def test_an_endpoint_that_starts_serving_another_cluster_is_dropped_until_it_is_back(
+        node: SolanaServer, kit: TokenKit, payee: Keypair, make_adapter: MakeAdapter) -> None:
+    """The genesis hash is checked with every poll's view: after the endpoint switches to
+    another cluster (another genesis hash, far ahead), no slot of it is taken, and no other
+    call goes to it; once it serves this cluster again, it is used again."""
+    from verifier.devnet.faults import FaultProxy
+    from verifier.errors import WrongChainError
+    from verifier.models import Cursor
+
+    with SolanaServer(start_slot=5_000) as other, FaultProxy(node.url) as proxy:
+        TokenKit(other).create_usdc()
+        adapter = await make_adapter(payee, urls=[proxy.url])
+        await adapter.startup_check()
+        here = (await adapter.view()).head
+        proxy.serve_from(other.url)
+        with pytest.raises(WrongChainError, match="genesis hash"):
+            await adapter.view()
+        assert adapter.rpc.endpoints[0].foreign is not None
+        asked = proxy.requests
+        cursor = Cursor("solana", adapter.accounts[0], here, None)
+        with pytest.raises(WrongChainError):
+            await adapter.scan([cursor], adapter_view(here))
+        assert proxy.requests == asked  # nothing asked of an endpoint on another cluster
+        proxy.serve_from(node.url)
+        assert (await adapter.view()).head >= here
+        assert adapter.rpc.endpoints[0].foreign is None
+
+
+def adapter_view(slot: int):
+    from verifier.models import ChainView
+
+    return ChainView(head=slot, final=slot)

@@ -119,3 +119,39 @@ async def test_the_client_fails_over_from_a_dead_endpoint_and_honours_retry_afte
         await runner.cleanup()
     assert rpc.endpoints[0].stats["errors"] >= 1 and len(seen) == 2
     assert seen[1] - seen[0] >= 0.03
+
+
+async def test_an_endpoint_on_another_chain_is_dropped_and_only_a_chain_checked_call_revives_it():
+    from verifier.errors import WrongChainError
+
+    p = pool("http://a", "http://b")
+    switched = {"http://a"}
+    asked = []
+
+    async def checked(endpoint):  # like an EVM batch carrying eth_chainId
+        asked.append(endpoint.url)
+        if endpoint.url in switched:
+            raise WrongChainError("serves chain id 1, expected 8453")
+        return endpoint.url
+
+    async def unchecked(endpoint):  # like a Solana getTransaction
+        asked.append(endpoint.url)
+        return endpoint.url
+
+    assert await p.call("batch", checked, checks_chain=True) == "http://b"
+    assert p.endpoints[0].foreign is not None and p.endpoints[1].foreign is None
+    await asyncio.sleep(FAST.max_cooldown + 0.01)
+    asked.clear()
+    assert await p.call("getTransaction", unchecked) == "http://b"  # never a, even cooled down
+    assert asked == ["http://b"]
+    switched.add("http://b")
+    asked.clear()
+    with pytest.raises(WrongChainError):  # nowhere on the chain: said at once, not retried
+        await p.call("batch", checked, checks_chain=True)
+    assert len(asked) <= 2
+    with pytest.raises(WrongChainError, match="every RPC endpoint serves another chain"):
+        await p.call("getTransaction", unchecked)
+    switched.clear()
+    await asyncio.sleep(FAST.max_cooldown + 0.01)
+    assert await p.call("batch", checked, checks_chain=True) == "http://a"
+    assert [e.foreign for e in p.endpoints] == [None, "serves chain id 1, expected 8453"]

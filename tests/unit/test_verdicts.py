@@ -199,3 +199,13 @@ def test_the_payment_carries_the_transaction_and_its_block() -> None:
         "base", EVM_TX, 900, "0x" + "cd" * 32)
     assert (solana.chain, solana.tx_hash, solana.block_number, solana.block_hash) == (
         "solana", SOLANA_TX, 900, None)
+
+
+def test_a_scanned_transaction_moving_more_usdc_than_exists_is_a_corrupt_answer():
+    """Two logs of one transaction, each possible, together above all the USDC there is: the
+    answer is unreadable (asked again), never a payment to record or to set aside."""
+    half = evm_decode.MAX_USDC_UNITS // 2 + 1
+    logs = [evm_log(Move(USDC, PAYER, PAYEE, half), 0), evm_log(Move(USDC, PAYER, PAYEE, half), 1)]
+    with pytest.raises(evm_decode.UnreadableAnswer, match="more USDC than exists"):
+        evm_decode.logged_transfers("base", logs, 900, 900)
+    assert len(evm_decode.logged_transfers("base", logs[:1], 900, 900)) == 1

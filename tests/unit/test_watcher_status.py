@@ -81,3 +81,21 @@ def test_scraped_chain_figures_and_reorg_counts_come_from_the_board():
     assert value("x402_reorgs_total", "ethereum") == 0
     board.publish(WatcherStatus("base", last_progress=100.0, active=True, reorgs=3))
     assert b'x402_reorgs_total{chain="base"} 3.0' in generate_latest(metrics.registry)
+
+
+def test_a_chain_no_endpoint_serves_fails_readiness_and_is_scraped():
+    """An active watcher that found no endpoint on its chain (a chain switch) is not ready,
+    however small its lag; set-aside rows and the switch are scraped."""
+    from dataclasses import replace
+
+    switched = replace(lagging_base(), scanned=120, set_aside=2,
+                       wrong_chain="base: http://a serves chain id 1, expected 8453")
+    board = StatusBoard([switched])
+    metrics = Metrics(config.load(ENV).chains, board)
+    assert metrics._chain_readiness(switched) == {
+        "ok": False, "active": True,
+        "wrong_chain": "base: http://a serves chain id 1, expected 8453"}
+    assert metrics._chain_readiness(replace(switched, wrong_chain=None))["ok"]
+    text = generate_latest(metrics.registry)
+    assert b'x402_chain_wrong_chain{chain="base"} 1.0' in text
+    assert b'x402_payments_set_aside_total{chain="base"} 2.0' in text

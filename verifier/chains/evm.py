@@ -1,13 +1,17 @@
 """Base and Ethereum: USDC Transfer logs to the payees, found with eth_getLogs over block ranges.
 
 The adapter only fetches: verifier.chains.evm_decode turns the answers into facts and
-verifier.rules judges them.
+verifier.rules judges them. Every request carries eth_chainId in its JSON-RPC batch: an answer
+is used only when the same request shows the configured chain (an endpoint that starts serving
+another chain is a WrongChainError, dropped by the failover pool until it comes back). A log's
+or a receipt's block hash is checked against the block itself, on the same endpoint: an answer
+that contradicts itself is a fault of that endpoint, never a reorg.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import structlog
@@ -24,18 +28,20 @@ from verifier.errors import (
     RetriableRpcError,
     RpcError,
     UnreadableAnswer,
+    WrongChainError,
 )
-from verifier.models import ChainView, Cursor, Lookup, Observed
-from verifier.rpc.client import RpcClient
+from verifier.models import ChainView, Cursor, Lookup, Observed, Transfer
+from verifier.rpc.client import Call, RpcClient, batch_label
 from verifier.rpc.failover import Endpoint
 
 from .base import ScanResult
-from .evm_decode import TRANSFER_TOPIC, logged_transfers, receipt_facts, topic_for
+from .evm_decode import TRANSFER_TOPIC, hex_quantity, logged_transfers, receipt_facts, topic_for
 
 ERC1271_SELECTOR = "0x1626ba7e"
 _SIGNATURE = re.compile(r"^(0x)?[0-9a-fA-F]{130}$")
 GROW_AFTER = 3  # successful getLogs calls before the range doubles again
 BLOCK_BATCH = 100
+CHAIN_ID: Call = ("eth_chainId", [])
 
 log = structlog.get_logger("verifier.evm")
 
@@ -82,11 +88,10 @@ class EvmAdapter:
             )
 
     async def view(self) -> ChainView:
-        calls: list[tuple[str, list[Any]]] = [("eth_blockNumber", []),
-                                              ("eth_getBlockByNumber", ["latest", False])]
+        calls: list[Call] = [("eth_blockNumber", []), ("eth_getBlockByNumber", ["latest", False])]
         if self.cfg.finality != "depth":
             calls.append(("eth_getBlockByNumber", [self.cfg.finality, False]))
-        answers = await self.rpc.batch(calls)
+        answers = await self._batch(calls)
         # The head counts only as far as the node shows its block: a garbled eth_blockNumber
         # (too high) must never count as confirmations.
         latest = answers[1].get("number") if isinstance(answers[1], dict) else None
@@ -108,38 +113,72 @@ class EvmAdapter:
             return ScanResult([], list(cursors))
         last = min(view.head, first + self.log_range - 1)
         try:
-            logs, block = await self.rpc.batch([
-                ("eth_getLogs", [{
-                    "fromBlock": hex(first),
-                    "toBlock": hex(last),
-                    "address": self.cfg.usdc,
-                    "topics": [TRANSFER_TOPIC, None, self._payee_topics],
-                }]),
-                ("eth_getBlockByNumber", [hex(last), False]),
-            ])
+            transfers, hashes = await self.rpc.pool.call(
+                "batch:eth_chainId,eth_getBlockByNumber,eth_getLogs",
+                lambda e: self._logs_on(e, first, last), checks_chain=True)
         except RangeTooLargeError:
             self.log_range = max(1, (last - first + 1) // 2)
             self._streak = 0
             log.info("log_range_shrunk", chain=self.chain, range=self.log_range)
             return ScanResult([], list(cursors), done=False)
-        if not isinstance(block, dict) or not isinstance(block.get("hash"), str):
-            raise RetriableRpcError(f"{self.chain}: node has no block {last} below its head")
-        try:
-            transfers = logged_transfers(self.chain, logs, first, last)
-        except UnreadableAnswer as exc:
-            raise RetriableRpcError(str(exc)) from exc
         self._grow()
         payments = rules.payments_from_transfers(transfers, self.cfg.payment_addresses,
                                                  self.cfg.usdc)
-        block_hash = str(block["hash"]).lower()
-        blocks = {last: block_hash}
-        blocks.update({p.block_number: p.block_hash for p in payments if p.block_hash})
         return ScanResult(
             payments=payments,
-            cursors=[Cursor(self.chain, "", last, block_hash)],
-            blocks=sorted(blocks.items()),
+            cursors=[Cursor(self.chain, "", last, hashes[last])],
+            blocks=sorted(hashes.items()),
             done=last >= view.head,
         )
+
+    async def _logs_on(self, endpoint: Endpoint, first: int, last: int
+                       ) -> tuple[list[Transfer], dict[int, str]]:
+        """The Transfer logs of blocks first..last and the hashes of the blocks they are in
+        (and of ``last``), all from ``endpoint``. A log whose block hash is not its block's
+        is an answer contradicting itself: a retriable fault of the endpoint, not a reorg (the
+        hash would be remembered, and every later check would find it "gone")."""
+        logs, block = await self._batch_on(endpoint, [
+            ("eth_getLogs", [{
+                "fromBlock": hex(first),
+                "toBlock": hex(last),
+                "address": self.cfg.usdc,
+                "topics": [TRANSFER_TOPIC, None, self._payee_topics],
+            }]),
+            ("eth_getBlockByNumber", [hex(last), False]),
+        ])
+        hashes = {last: self._hash_of(endpoint, last, block)}
+        try:
+            transfers = logged_transfers(self.chain, logs, first, last)
+        except UnreadableAnswer as exc:
+            raise RetriableRpcError(str(exc), endpoint=endpoint.url) from exc
+        hashes.update(await self._hashes_on(endpoint, {t.block_number for t in transfers}
+                                            - hashes.keys()))
+        for t in transfers:
+            if t.block_hash != hashes[t.block_number]:
+                raise RetriableRpcError(
+                    f"{self.chain}: eth_getLogs gave block {t.block_number} the hash "
+                    f"{t.block_hash}, the block has {hashes[t.block_number]}",
+                    endpoint=endpoint.url)
+        return transfers, hashes
+
+    async def _hashes_on(self, endpoint: Endpoint, numbers: Iterable[int]) -> dict[int, str]:
+        numbers = sorted(numbers)
+        found: dict[int, str] = {}
+        for i in range(0, len(numbers), BLOCK_BATCH):
+            chunk = numbers[i:i + BLOCK_BATCH]
+            blocks = await self._batch_on(endpoint, [("eth_getBlockByNumber", [hex(n), False])
+                                                     for n in chunk])
+            found.update({n: self._hash_of(endpoint, n, b)
+                          for n, b in zip(chunk, blocks, strict=True)})
+        return found
+
+    def _hash_of(self, endpoint: Endpoint, number: int, block: Any) -> str:
+        if not isinstance(block, dict) or not isinstance(block.get("hash"), str):
+            # Asked only for blocks at or below the head: a node that has no such block is
+            # lagging or broken, which must never be mistaken for a reorg.
+            raise RetriableRpcError(f"{self.chain}: node has no block {number} below its head",
+                                    endpoint=endpoint.url)
+        return str(block["hash"]).lower()
 
     def _grow(self) -> None:
         self._streak += 1
@@ -152,18 +191,18 @@ class EvmAdapter:
         numbers = list(numbers)
         for i in range(0, len(numbers), BLOCK_BATCH):
             chunk = numbers[i:i + BLOCK_BATCH]
-            blocks = await self.rpc.batch([("eth_getBlockByNumber", [hex(n), False])
-                                           for n in chunk])
-            for n, block in zip(chunk, blocks, strict=True):
-                if not isinstance(block, dict) or not isinstance(block.get("hash"), str):
-                    # Asked only for blocks at or below the head: a node that has no such block
-                    # is lagging or broken, which must never be mistaken for a reorg.
-                    raise RetriableRpcError(f"{self.chain}: node has no block {n}")
-                found[n] = block["hash"].lower()
+
+            async def op(endpoint: Endpoint, chunk: list[int] = chunk) -> dict[int, str]:
+                return await self._hashes_on(endpoint, chunk)
+
+            found.update(await self.rpc.pool.call("batch:eth_chainId,eth_getBlockByNumber", op,
+                                                  checks_chain=True))
         return found
 
     async def lookup(self, tx_hash: str) -> Lookup:
-        receipt = await self.rpc.request("eth_getTransactionReceipt", [tx_hash])
+        receipt = await self.rpc.pool.call(
+            "batch:eth_chainId,eth_getTransactionReceipt",
+            lambda e: self._receipt_on(e, tx_hash), checks_chain=True)
         if receipt is None:
             return Lookup(None, "not_found")
         try:
@@ -174,6 +213,22 @@ class EvmAdapter:
         if isinstance(verdict, Observed):
             return Lookup(verdict, None, await self.view())
         return Lookup(None, verdict)
+
+    async def _receipt_on(self, endpoint: Endpoint, tx_hash: str) -> Any:
+        """The receipt, its block hash checked against its block on the same endpoint."""
+        [receipt] = await self._batch_on(endpoint, [("eth_getTransactionReceipt", [tx_hash])])
+        if not isinstance(receipt, dict) or not isinstance(receipt.get("blockHash"), str):
+            return receipt  # null (not found), or for receipt_facts to refuse
+        try:
+            number = hex_quantity(receipt.get("blockNumber"))
+        except UnreadableAnswer:
+            return receipt
+        block = (await self._hashes_on(endpoint, [number]))[number]
+        if receipt["blockHash"].lower() != block:
+            raise RetriableRpcError(f"{self.chain}: receipt of {tx_hash} gave block {number} "
+                                    f"the hash {receipt['blockHash']}, the block has {block}",
+                                    endpoint=endpoint.url)
+        return receipt
 
     def proof_offline(self, payer: str, message: str, proof: str | None) -> bool | None:
         """True when the payer's key signed (EIP-191); False for a proof that is no signature;
@@ -216,13 +271,29 @@ class EvmAdapter:
         "no code" or "not valid": retried like any retriable fault."""
 
         async def op(endpoint: Endpoint) -> str:
-            answer = await self.rpc.request_on(endpoint, method, params)
+            [answer] = await self._batch_on(endpoint, [(method, params)])
             if not isinstance(answer, str) or not answer.startswith("0x"):
                 raise RetriableRpcError(f"{method}: answered {answer!r:.80} instead of hex data",
                                         endpoint=endpoint.url)
             return answer
 
-        return await self.rpc.pool.call(method, op)
+        return await self.rpc.pool.call(method, op, checks_chain=True)
+
+    async def _batch(self, calls: Sequence[Call]) -> list[Any]:
+        """``calls`` in one request, answered by an endpoint on the configured chain."""
+        return await self.rpc.pool.call(batch_label([CHAIN_ID, *calls]),
+                                        lambda e: self._batch_on(e, calls), checks_chain=True)
+
+    async def _batch_on(self, endpoint: Endpoint, calls: Sequence[Call]) -> list[Any]:
+        """``calls`` on ``endpoint`` in one JSON-RPC batch with eth_chainId: their answers, or
+        WrongChainError when that batch shows another chain."""
+        answers = await self.rpc.batch_on(endpoint, [CHAIN_ID, *calls])
+        chain_id = _int(answers[0])
+        if chain_id != self.cfg.chain_id:
+            raise WrongChainError(
+                f"{self.chain}: {endpoint.url} serves chain id {chain_id}, expected "
+                f"{self.cfg.chain_id}", endpoint=endpoint.url)
+        return answers[1:]
 
 
 def _int(value: Any) -> int:

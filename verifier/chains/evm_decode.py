@@ -16,6 +16,10 @@ from verifier.models import Transfer, TxFacts
 
 TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
 _WORD = re.compile(r"^0x[0-9a-fA-F]{64}$")
+# A trillion USDC in base units, over ten times all the USDC there is: a USDC log moving more
+# is a corrupt answer. Stored, it could not even be (a BIGINT of requests), and set aside it
+# would be lost.
+MAX_USDC_UNITS = 10**18
 
 
 def topic_for(address: str) -> str:
@@ -62,13 +66,20 @@ def _transfer(chain: str, entry: Any) -> Transfer | None:
 
 
 def logged_transfers(chain: str, logs: Any, first: int, last: int) -> list[Transfer]:
-    """eth_getLogs was asked for Transfer logs of blocks first..last: an entry that is not one,
-    or lies outside the range, means the answer is corrupt."""
+    """eth_getLogs was asked for USDC Transfer logs of blocks first..last: an entry that is not
+    one, lies outside the range, or moves more USDC in one transaction than exists, means the
+    answer is corrupt."""
     transfers = transfers_from_logs(chain, logs) if isinstance(logs, list) else []
     if not isinstance(logs, list) or len(transfers) != len(logs) \
             or any(not first <= t.block_number <= last for t in transfers):
         raise UnreadableAnswer(f"{chain}: eth_getLogs {first}-{last} answered a malformed or "
                                "out-of-range log")
+    moved: dict[str, int] = {}
+    for t in transfers:
+        moved[t.tx_hash] = moved.get(t.tx_hash, 0) + t.amount
+        if moved[t.tx_hash] > MAX_USDC_UNITS:
+            raise UnreadableAnswer(f"{chain}: eth_getLogs {first}-{last} has {t.tx_hash} moving "
+                                   f"{moved[t.tx_hash]} base units, more USDC than exists")
     return transfers
 
 

@@ -40,6 +40,7 @@ from verifier.errors import (
     RpcError,
     SlotSkippedError,
     UnreadableAnswer,
+    WrongChainError,
 )
 from verifier.models import ChainView, Cursor, Lookup, Observed
 from verifier.money import USDC_DECIMALS
@@ -51,6 +52,7 @@ log = structlog.get_logger("verifier.solana")
 
 TOKEN_PROGRAM = "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA"
 PAGE_LIMIT = 1000  # the most getSignaturesForAddress returns
+METHOD_NOT_FOUND = -32601  # JSON-RPC: the endpoint does not offer the method
 TX_CONFIG = {"encoding": "jsonParsed", "commitment": "finalized",
              "maxSupportedTransactionVersion": 0}
 
@@ -90,6 +92,7 @@ class SolanaAdapter:
         # A configured token account is judged as a payee itself (its owner may be anyone).
         self._payees = (*self.payees, *config.token_accounts)
         self._backlogs: dict[str, _Backlog] = {}
+        self.genesis: str | None = None  # the cluster's genesis hash, known after startup_check
 
     def _watched(self) -> tuple[str, ...]:
         derived = [associated_token_address(p, self.mint, self.token_program)
@@ -114,6 +117,7 @@ class SolanaAdapter:
                 raise ConfigError(
                     f"X402_SOLANA_RPC_URLS: {url} is on another cluster (genesis hash {value}, "
                     f"{first_url} has {first_hash})")
+        self.genesis = first_hash  # checked again with every poll's view
         self.accounts = self._watched()
 
     async def _check_endpoint(self, endpoint: Endpoint) -> str:
@@ -131,6 +135,13 @@ class SolanaAdapter:
                 if exc.code != -32005:
                     raise
                 log.warning("solana_node_behind", endpoint=endpoint.url, error=str(exc))
+                health = "ok"
+            except FinalRpcError as exc:
+                if exc.code != METHOD_NOT_FOUND:
+                    raise
+                # Some gateways do not offer getHealth: no health method is not "down"; the
+                # calls below still have to answer.
+                log.info("solana_no_health_method", endpoint=endpoint.url)
                 health = "ok"
             genesis = await ask("getGenesisHash")
             account = await ask("getAccountInfo", [self.mint, {"encoding": "base64",
@@ -157,7 +168,20 @@ class SolanaAdapter:
         return str(value["owner"])
 
     async def view(self) -> ChainView:
-        slot = await self.rpc.request("getSlot", [{"commitment": "finalized"}])
+        """The finalized slot, from an endpoint that shows the cluster's genesis hash in the
+        same poll: one that starts serving another cluster is dropped by the pool (see
+        verifier.rpc.failover) until it answers for this one again."""
+
+        async def op(endpoint: Endpoint) -> Any:
+            if self.genesis is not None:
+                genesis = await self.rpc.request_on(endpoint, "getGenesisHash")
+                if genesis != self.genesis:
+                    raise WrongChainError(
+                        f"solana: {endpoint.url} serves genesis hash {genesis!r:.60}, expected "
+                        f"{self.genesis}", endpoint=endpoint.url)
+            return await self.rpc.request_on(endpoint, "getSlot", [{"commitment": "finalized"}])
+
+        slot = await self.rpc.pool.call("getSlot", op, checks_chain=True)
         if not isinstance(slot, int) or isinstance(slot, bool) or slot < 0:
             # A garbled head is the node failing (retried), never a crash of the caller.
             raise RetriableRpcError(f"getSlot answered {slot!r:.80} instead of a slot")

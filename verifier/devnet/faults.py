@@ -15,7 +15,10 @@ the node's answer:
   scheduled faults go first, to the next requests that carry the method (with ``gap``, at least
   that many requests pass untouched between two scheduled faults);
 - and ``rewrite(method, fn)`` edits the node's answers (for hostile answers: a receipt for
-  another transaction, huge numbers, malformed logs...).
+  another transaction, huge numbers, malformed logs...), ``refuse(method, code)`` answers a
+  method with a JSON-RPC error (a gateway without ``getHealth``: -32601), and
+  ``serve_from(url)`` forwards to another node from then on (an endpoint that starts serving
+  another chain under the same URL).
 
 Faults at the HTTP level hit the whole request; JSON-RPC level faults replace the answer to one
 call of a batch (the one whose method fits the fault). Test code only: the daemon never imports
@@ -88,8 +91,9 @@ class _Scheduled:
 @dataclass
 class _RewriteRule:
     method: str
-    fn: Rewrite
+    fn: Rewrite | None  # None: the answer becomes ``error``
     times: int | None  # None: every answer
+    error: dict[str, Any] | None = None
 
 
 class FaultProxy:
@@ -202,6 +206,19 @@ class FaultProxy:
         with self._lock:
             self._rewrites.append(_RewriteRule(method, fn, times))
 
+    def refuse(self, method: str, code: int = -32601, message: str = "Method not found", *,
+               times: int | None = None) -> None:
+        """Answers to ``method`` become the JSON-RPC error ``code`` (``times`` of them, or all)."""
+        with self._lock:
+            self._rewrites.append(_RewriteRule(method, None, times,
+                                               {"code": code, "message": message}))
+
+    def serve_from(self, upstream: str) -> None:
+        """From the next request on, forward to ``upstream``: an endpoint that starts serving
+        another node, or another chain, under the same URL."""
+        with self._lock:
+            self.upstream = upstream
+
     def clear(self) -> None:
         """No more scheduled faults or rewrites (the random rate stays as set)."""
         with self._lock:
@@ -296,9 +313,11 @@ class FaultProxy:
 
     async def _forward(self, body: bytes, content_type: str | None) -> tuple[int, bytes]:
         assert self._session is not None
+        with self._lock:
+            upstream = self.upstream
         try:
             async with self._session.post(
-                self.upstream, data=body,
+                upstream, data=body,
                 headers={"Content-Type": content_type or "application/json"},
             ) as response:
                 return response.status, await response.read()
@@ -330,7 +349,13 @@ class FaultProxy:
                     if rule.times <= 0:
                         self._rewrites.remove(rule)
         for rule in rules:
-            answer["result"] = rule.fn(answer["result"], params)
+            if "result" not in answer:
+                break  # refused by an earlier rule
+            if rule.fn is None:
+                answer.pop("result")
+                answer["error"] = dict(rule.error or {})
+            else:
+                answer["result"] = rule.fn(answer["result"], params)
             self.rewritten[method] += 1
 
 

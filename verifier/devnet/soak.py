@@ -9,7 +9,8 @@ FaultProxy (faults on `fault_rate` of the requests, every fault kind at least on
 pgserver PostgreSQL; the daemon as a subprocess (`python -m verifier run`), restarted like
 systemd's Restart=on-failure would. Payments go out in rounds; between rounds come the events
 (SIGKILLs, a second daemon for a while, a PostgreSQL stop/start, reorgs shallower than the
-confirmation depth) and claims: valid ones, a second valid claim of a claimed payment, forged
+confirmation depth, an EVM RPC serving another chain under its URL until the daemon notices) and
+claims: valid ones, a second valid claim of a claimed payment, forged
 proofs, and claims of non-payments. Then every EVM block gets final, the daemon catches up, and
 the audit compares the database with the chains (not with what the daemon saw).
 
@@ -38,6 +39,7 @@ import psycopg
 
 from verifier import api, rules
 from verifier.devnet import tools
+from verifier.devnet.anvil import rpc as anvil_rpc
 from verifier.devnet.evm import (
     OTHER,
     PAYEE,
@@ -72,6 +74,7 @@ class Plan:
     postgres_restarts: int = 1
     reorgs: int = 3
     reorg_depth: int = 3
+    chain_switches: int = 1  # an EVM RPC serves another chain until the daemon says so
     confirmations: int = 6
     claim_every: int = 10  # one valid payment in N is claimed
     pause: float = 1.0  # seconds between rounds
@@ -169,6 +172,7 @@ class Soak:
         self.payers: dict[str, list[Any]] = {}
         self.events: Counter[str] = Counter()
         self.reorged: list[tuple[str, int]] = []  # (chain, head at the reorg)
+        self.switched: list[str] = []  # "<chain> to <other chain id>", one per chain switch
         self.stop_exit_codes: list[int] = []
         self.solana: Any = None
         self.kit: Any = None
@@ -330,6 +334,8 @@ class Soak:
             put(0.55 + 0.1 * i, "postgres_restart")
         for i in range(plan.reorgs):
             put((i + 1) / (plan.reorgs + 1), "reorg")
+        for i in range(plan.chain_switches):
+            put(0.45 + 0.1 * i, "chain_switch")
         return at
 
     def _event(self, what: str, evm_chains: list[str]) -> None:
@@ -364,6 +370,41 @@ class Soak:
             devnet.reorg(self.plan.reorg_depth)
             self.reorged.append((chain, head))
             self.say(f"  reorg of depth {self.plan.reorg_depth} on {chain} at block {head}")
+        elif what == "chain_switch" and evm_chains:
+            self._switch_chain(evm_chains[(self.events[what] - 1) % len(evm_chains)])
+
+    def _switch_chain(self, chain: str) -> None:
+        """The chain's proxy forwards to another chain (Ethereum for Base, when it runs; else a
+        spare anvil 500 blocks ahead) until the daemon logs that no endpoint serves the chain,
+        then to the chain again. Nothing may be rewound, lost or credited meanwhile."""
+        devnet = self.devnets[chain]
+        other = next((d for c, d in self.devnets.items() if c != chain), None)
+        url = other.url if other is not None else self._spare_chain(devnet.chain_id)
+        proxy = self.proxies[chain]
+        seen = self._logged("watcher_no_endpoint_on_chain")
+        proxy.serve_from(url)
+        deadline = time.monotonic() + 30
+        while self._logged("watcher_no_endpoint_on_chain") == seen \
+                and time.monotonic() < deadline:
+            time.sleep(0.2)
+        proxy.serve_from(devnet.url)
+        noticed = self._logged("watcher_no_endpoint_on_chain") > seen
+        self.switched.append(f"{chain} to chain id {int(anvil_rpc(url, 'eth_chainId'), 16)}"
+                             + ("" if noticed else " (NOT NOTICED)"))
+        self.say(f"  {chain} RPC served another chain, "
+                 f"{'noticed' if noticed else 'NOT noticed'} by the daemon; back now")
+
+    def _spare_chain(self, chain_id: int) -> str:
+        from verifier.devnet.anvil import Anvil
+
+        spare = self.stack.enter_context(Anvil(chain_id=8453 if chain_id == 1 else 1))
+        spare.rpc("anvil_mine", hex(500))
+        return spare.url
+
+    def _logged(self, event: str) -> int:
+        """How many times the daemons have logged ``event`` so far."""
+        return sum(d.log_path.read_text(errors="replace").count(f'"{event}"')
+                   for d in [*self.daemons, self.second] if d.log_path.exists())
 
     def _until_seen(self, chain: str, devnet: EvmDevnet, first_block: int) -> None:
         """Lets the daemon record (as pending) the payments a reorg is about to remove, so that
@@ -603,6 +644,7 @@ class Soak:
         for fault in Fault:
             if not faults[fault]:
                 diffs.append(f"FAULT NEVER INJECTED: {fault.value}")
+        diffs += [f"CHAIN SWITCH NOT NOTICED: {s}" for s in self.switched if "NOT" in s]
         figures = {
             "seconds": round(self._elapsed()),
             "payments_valid_on_chain": sum(1 for a in truth.values() if a >= MIN_PAYMENT),
@@ -629,6 +671,7 @@ class Soak:
             "two_daemons_window": bool(self.events["second_daemon_start"]),
             "reorgs": [f"{c}@{h} depth {self.plan.reorg_depth}" for c, h in self.reorged],
             "reorgs_of_payments_already_recorded": self.events["reorg_after_seen"],
+            "chain_switches": self.switched,
             "replayed_claims": self.events["replayed_claims"],
             "logs": str(self.log_dir),
         }

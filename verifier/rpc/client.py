@@ -76,8 +76,7 @@ class RpcClient:
         A failure of the whole request is raised after the pool's retries."""
         if not calls:
             return []
-        label = "batch:" + ",".join(sorted({m for m, _ in calls}))
-        return await self.pool.call(label, lambda e: self.batch_on(e, calls))
+        return await self.pool.call(batch_label(calls), lambda e: self.batch_on(e, calls))
 
     async def request_on(self, endpoint: Endpoint, method: str,
                          params: list[Any] | None = None) -> Any:
@@ -121,6 +120,11 @@ class RpcClient:
         return endpoint.client
 
 
+def batch_label(calls: Sequence[Call]) -> str:
+    """How a batch is named in logs and metrics: its methods."""
+    return "batch:" + ",".join(sorted({m for m, _ in calls}))
+
+
 def _call(ident: int, method: str, params: list[Any] | None) -> dict[str, Any]:
     call: dict[str, Any] = {"jsonrpc": "2.0", "id": ident, "method": method}
     if params is not None:
@@ -128,4 +132,4 @@ def _call(ident: int, method: str, params: list[Any] | None) -> dict[str, Any]:
     return call
 
 
-__all__ = ["EVM", "SOLANA", "Codes", "RpcClient"]
+__all__ = ["EVM", "SOLANA", "Codes", "RpcClient", "batch_label"]

@@ -1,9 +1,12 @@
 """Several RPC endpoints per chain: failover, retries and a concurrency limit per endpoint.
 
 Every call goes to the most preferred endpoint that is not cooling down after a failure, so
-traffic returns to the first URL once it recovers. Only retriable faults (as classified where
-they arrive, see verifier.errors) are retried, with exponential backoff and jitter through
-tenacity, honouring a Retry-After when the server sent one. Anything else is final at once.
+traffic returns to the first URL once it recovers. An endpoint found serving another chain
+(WrongChainError) is left out of every call, except those that check the chain in the same
+request (``checks_chain``): such a call brings it back once it answers for the right chain.
+Only retriable faults (as classified where they arrive, see verifier.errors) are retried, with
+exponential backoff and jitter through tenacity, honouring a Retry-After when the server sent
+one. Anything else is final at once.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_exponential_jitter
 
-from verifier.errors import RetriableRpcError, RpcError
+from verifier.errors import RetriableRpcError, RpcError, WrongChainError
 
 T = TypeVar("T")
 log = structlog.get_logger("verifier.rpc")
@@ -34,6 +37,7 @@ class Endpoint:
     # Filled by the owner: per-endpoint client objects (a web3 instance, an HTTP session...).
     client: object = None
     stats: dict[str, int] = field(default_factory=lambda: {"requests": 0, "errors": 0})
+    foreign: str | None = None  # why it was last found serving another chain; None: it is not
 
     def available(self, now: float) -> bool:
         return now >= self.cooling_until
@@ -73,25 +77,41 @@ class EndpointPool:
         ]
         self._observe = observe
 
-    def choose(self) -> Endpoint:
+    def choose(self, checks_chain: bool = False) -> Endpoint:
         now = time.monotonic()
-        for endpoint in self.endpoints:
+        usable = [e for e in self.endpoints if checks_chain or e.foreign is None]
+        if not usable:
+            raise WrongChainError(f"{self.chain}: every RPC endpoint serves another chain "
+                                  f"({self.endpoints[0].foreign})")
+        for endpoint in usable:
             if endpoint.available(now):
                 return endpoint
-        return min(self.endpoints, key=lambda e: e.cooling_until)
+        return min(usable, key=lambda e: e.cooling_until)
 
-    async def call(self, what: str, op: Callable[[Endpoint], Awaitable[T]]) -> T:
-        """Runs ``op`` on an endpoint; retriable faults fail over and retry, others raise."""
+    def all_foreign(self) -> bool:
+        """No endpoint was last seen serving the configured chain."""
+        return all(e.foreign is not None for e in self.endpoints)
+
+    async def call(self, what: str, op: Callable[[Endpoint], Awaitable[T]], *,
+                   checks_chain: bool = False) -> T:
+        """Runs ``op`` on an endpoint; retriable faults fail over and retry, others raise.
+        ``checks_chain``: ``op`` raises WrongChainError unless the answer it returns came from
+        the configured chain, so endpoints found on another chain may be asked too."""
         retrying = AsyncRetrying(
             stop=stop_after_attempt(max(self.policy.attempts, len(self.endpoints) + 1)),
             wait=self._wait,
-            retry=retry_if_exception(lambda e: isinstance(e, RpcError) and e.retriable),
+            retry=retry_if_exception(self._retriable),
             reraise=True,
         )
         async for attempt in retrying:
             with attempt:
-                return await self._once(what, op)
+                return await self._once(what, op, checks_chain=checks_chain)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _retriable(self, exc: BaseException) -> bool:
+        if isinstance(exc, WrongChainError) and self.all_foreign():
+            return False  # nowhere else to ask
+        return isinstance(exc, RpcError) and exc.retriable
 
     async def call_on(self, endpoint: Endpoint, what: str,
                       op: Callable[[Endpoint], Awaitable[T]]) -> T:
@@ -109,8 +129,8 @@ class EndpointPool:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _once(self, what: str, op: Callable[[Endpoint], Awaitable[T]],
-                    endpoint: Endpoint | None = None) -> T:
-        endpoint = endpoint or self.choose()
+                    endpoint: Endpoint | None = None, *, checks_chain: bool = False) -> T:
+        endpoint = endpoint or self.choose(checks_chain)
         started = time.monotonic()
         error: BaseException | None = None
         try:
@@ -121,17 +141,32 @@ class EndpointPool:
             error = exc
             exc.endpoint = exc.endpoint or endpoint.url
             endpoint.stats["errors"] += 1
-            if exc.retriable:
+            if isinstance(exc, WrongChainError):
+                self._foreign(endpoint, exc)
+            elif exc.retriable:
                 self._cool(endpoint)
                 log.warning("rpc_retriable_error", chain=self.chain, endpoint=endpoint.url,
                             call=what, error=str(exc))
             raise
         else:
             endpoint.failures = 0
+            if checks_chain and endpoint.foreign is not None:
+                endpoint.foreign = None
+                log.warning("rpc_endpoint_back_on_chain", chain=self.chain,
+                            endpoint=endpoint.url)
             return result
         finally:
             if self._observe:
                 self._observe(endpoint, what, time.monotonic() - started, error)
+
+    def _foreign(self, endpoint: Endpoint, exc: WrongChainError) -> None:
+        """Serving another chain: out of every call that does not check the chain, and asked
+        again by those only after the longest cooldown."""
+        if endpoint.foreign is None:
+            log.error("rpc_endpoint_on_another_chain", chain=self.chain, endpoint=endpoint.url,
+                      error=str(exc))
+        endpoint.foreign = str(exc)
+        endpoint.cooling_until = time.monotonic() + self.policy.max_cooldown
 
     def _cool(self, endpoint: Endpoint) -> None:
         if len(self.endpoints) == 1:

@@ -9,7 +9,7 @@ once into verifier.errors.DatabaseError (store/errors.py); nothing above catches
 
 from verifier.store.claims import Claim, ClaimSession, PaymentRow
 from verifier.store.locks import JOB_KEYS, LOCK_KEYS, WATCHER_LOCK, ChainLock
-from verifier.store.watch import PendingPayment, Store
+from verifier.store.watch import PendingPayment, SetAside, Store
 
 __all__ = ["JOB_KEYS", "LOCK_KEYS", "WATCHER_LOCK", "ChainLock", "Claim", "ClaimSession",
-           "PaymentRow", "PendingPayment", "Store"]
+           "PaymentRow", "PendingPayment", "SetAside", "Store"]

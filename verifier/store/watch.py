@@ -8,10 +8,12 @@ psycopg errors are wrapped into DatabaseError (store/errors.py), so callers see 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any, TypeVar
 
+import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from verifier.models import Cursor, Observed, Verdict
@@ -19,13 +21,26 @@ from verifier.money import base_units_to_usdc
 from verifier.money import usdc_decimal_to_base_units as units_of
 from verifier.sqlfiles import queries
 from verifier.store.claims import ClaimSession, PaymentRow
-from verifier.store.errors import wrapped
+from verifier.store.errors import describe, wrapped
+
+Row = TypeVar("Row")
+# What one bad row can raise (a CHECK, NOT NULL, a number out of range); anything else (the
+# connection lost, a deadlock) fails the whole write as before.
+ROW_ERRORS = (psycopg.errors.IntegrityError, psycopg.errors.DataError)
 
 
 @dataclass(frozen=True)
 class PendingPayment:
     id: int
     payment: Observed
+
+
+@dataclass(frozen=True)
+class SetAside:
+    """A row the database refused; the rest of its write went through without it."""
+
+    payment: str  # its tx hash (a found payment) or "payment id N" (a pending one settled)
+    reason: str
 
 
 class Store:
@@ -47,11 +62,14 @@ class Store:
         found: Sequence[tuple[Observed, Verdict]],
         cursors: Sequence[Cursor],
         blocks: Sequence[tuple[int, str]],
-    ) -> None:
-        """Payments, the blocks they were seen in, and the cursor: all or nothing."""
+    ) -> list[SetAside]:
+        """Payments, the blocks they were seen in, and the cursor: all or nothing, except that
+        a payment row the database refuses is set aside (returned) rather than block the scan
+        for good."""
         async with wrapped("record scan"), self.pool.connection() as conn, conn.transaction():
-            if found:
-                await conn.execute(self.q["upsert_payments"], self._payment_params(chain, found))
+            set_aside = await _each_or_all(
+                conn, self.q["upsert_payments"], found,
+                lambda rows: self._payment_params(chain, rows), lambda row: row[0].tx_hash)
             if blocks:
                 await conn.execute(self.q["remember_blocks"], {
                     "chain": chain,
@@ -63,6 +81,7 @@ class Store:
                     "chain": cursor.chain, "account": cursor.account,
                     "position": cursor.position, "marker": cursor.marker,
                 })
+        return set_aside
 
     def _payment_params(self, chain: str, found: Sequence[tuple[Observed, Verdict]]) -> dict:
         return {
@@ -88,17 +107,25 @@ class Store:
             for pid, tx, block, bhash, sender, payee, amount in rows
         ]
 
-    async def settle(self, settled: Sequence[tuple[int, Verdict]]) -> None:
+    async def settle(self, settled: Sequence[tuple[int, Verdict]]) -> list[SetAside]:
+        """New verdicts for pending payments; a row the database refuses is set aside (its
+        payment id as tx_hash) and the others are settled."""
         if not settled:
-            return
-        async with wrapped("settle pending payments"), self.pool.connection() as conn:
-            await conn.execute(self.q["settle_pending"], {
+            return []
+
+        def params(rows: Sequence[tuple[int, Verdict]]) -> dict[str, Any]:
+            return {
                 "ttl": self.access_ttl,
-                "id": [pid for pid, _ in settled],
-                "status": [v.status for _, v in settled],
-                "confirmations": [min(v.confirmations, 2**31 - 1) for _, v in settled],
-                "requests": [v.requests_allocated for _, v in settled],
-            })
+                "id": [pid for pid, _ in rows],
+                "status": [v.status for _, v in rows],
+                "confirmations": [min(v.confirmations, 2**31 - 1) for _, v in rows],
+                "requests": [v.requests_allocated for _, v in rows],
+            }
+
+        async with wrapped("settle pending payments"), self.pool.connection() as conn, \
+                conn.transaction():
+            return await _each_or_all(conn, self.q["settle_pending"], settled, params,
+                                      lambda row: f"payment id {row[0]}")
 
     async def recent_blocks(self, chain: str, since: int) -> list[tuple[int, str]]:
         async with wrapped("read recent blocks"), self.pool.connection() as conn:
@@ -161,3 +188,27 @@ class Store:
                     "numbers": [payment.block_number],
                     "hashes": [payment.block_hash],
                 })
+
+
+async def _each_or_all(conn: psycopg.AsyncConnection, sql: str, rows: Sequence[Row],
+                       params: Callable[[Sequence[Row]], dict[str, Any]],
+                       name: Callable[[Row], str]) -> list[SetAside]:
+    """``sql`` for all ``rows`` in one statement; when the database refuses it for a row's
+    sake, once more row by row, each in its own savepoint, setting aside those it refuses.
+    The fast path costs one savepoint; the slow one only runs after a failure."""
+    if not rows:
+        return []
+    try:
+        async with conn.transaction():
+            await conn.execute(sql, params(rows))
+        return []
+    except ROW_ERRORS:
+        pass
+    set_aside = []
+    for row in rows:
+        try:
+            async with conn.transaction():
+                await conn.execute(sql, params([row]))
+        except ROW_ERRORS as exc:
+            set_aside.append(SetAside(name(row), describe("refused", exc)))
+    return set_aside
