@@ -15,7 +15,8 @@ the node's answer:
   scheduled faults go first, to the next requests that carry the method (with ``gap``, at least
   that many requests pass untouched between two scheduled faults);
 - and ``rewrite(method, fn)`` edits the node's answers (for hostile answers: a receipt for
-  another transaction, huge numbers, malformed logs...).
+  another transaction, huge numbers, malformed logs...), or replaces them with a JSON-RPC
+  error (``ErrorAnswer``).
 
 Faults at the HTTP level hit the whole request; JSON-RPC level faults replace the answer to one
 call of a batch (the one whose method fits the fault). Test code only: the daemon never imports
@@ -75,7 +76,16 @@ _MALFORMED_BODIES = (
 )
 
 Rewrite = Callable[[Any, list[Any]], Any]
-"""(result, params) -> new result, for one method's answers."""
+"""(result, params) -> new result (or an ErrorAnswer), for one method's answers."""
+
+
+@dataclass(frozen=True)
+class ErrorAnswer:
+    """Returned by a rewrite: the call is answered with this JSON-RPC error instead (e.g. a
+    final refusal such as -32602, which no random fault serves)."""
+
+    code: int
+    message: str
 
 
 @dataclass
@@ -330,8 +340,13 @@ class FaultProxy:
                     if rule.times <= 0:
                         self._rewrites.remove(rule)
         for rule in rules:
-            answer["result"] = rule.fn(answer["result"], params)
+            result = rule.fn(answer["result"], params)
             self.rewritten[method] += 1
+            if isinstance(result, ErrorAnswer):
+                del answer["result"]
+                answer["error"] = {"code": result.code, "message": result.message}
+                return
+            answer["result"] = result
 
 
 async def _client_session() -> aiohttp.ClientSession:
