@@ -1,29 +1,33 @@
-"""For API servers: make a token, claim a payment for it, wait for the verdict, spend requests.
+"""For API servers: claim a payment for a client's token hash, wait for the verdict, spend
+requests.
 
 Each function is one SQL call (see sql/api.sql), so a server in any language can do the same:
 
-    token, token_hash = new_token()
+    # the client made the token, keeps it, and signed over its hash (verifier.client)
     claim = submit_claim(conn, "base", tx_hash, token_hash, proof)    # verifier.submit_claim()
     claim = wait_for_claim(conn, claim.claim_id, timeout=30)          # LISTEN x402_claim_done
-    if claim.status == "issued": return token to the client, once
+    if claim.status == "issued": the client's token now buys requests
     ...
     use = consume(conn, token, "/v1/data", "GET", 200)                # verifier.consume_request()
     if not use.allowed: answer 402 with use.reason
 
-``conn`` is a psycopg 3 connection in autocommit mode. Only the token's SHA-256 ever reaches
-the database; the token itself is returned to the caller and never stored. A database failure
-raises verifier.errors.DatabaseError (the psycopg error chained as its cause).
+Submitting the same token hash for the same transaction again returns the same claim, so a
+client whose answer was lost simply sends it again. ``conn`` is a psycopg 3 connection in
+autocommit mode. Only the token's SHA-256 ever reaches the database. A database failure raises
+verifier.errors.DatabaseError (the psycopg error chained as its cause). ``new_token`` (a token
+made by the server) is only of use with ``X402_CLAIM_PROOF=none``: a proof signs the token
+hash, so the payer must know it before the claim is made.
 """
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 import time
 from dataclasses import dataclass
 
 import psycopg
 
+from verifier.client import make_token as new_token
+from verifier.client import token_hash as hash_token
 from verifier.store import api as gateway
 
 
@@ -39,16 +43,6 @@ class Consumption:
     allowed: bool
     requests_remaining: int
     reason: str | None
-
-
-def new_token() -> tuple[str, str]:
-    """A fresh bearer token (256 random bits, URL-safe) and its SHA-256 hex."""
-    token = "x402_" + secrets.token_urlsafe(32)
-    return token, hash_token(token)
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
 def submit_claim(conn: psycopg.Connection, chain: str, tx_hash: str, token_hash: str,
@@ -95,3 +89,7 @@ def _has_nul(*values: str | None) -> bool:
     """PostgreSQL text cannot hold NUL: such input is refused clearly, and nothing written
     (psycopg would raise instead). None is left to the SQL functions' own checks."""
     return any(isinstance(v, str) and "\x00" in v for v in values)
+
+
+__all__ = ["ClaimResult", "Consumption", "consume", "hash_token", "new_token", "submit_claim",
+           "wait_for_claim"]

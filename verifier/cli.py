@@ -114,15 +114,21 @@ def _cmd_claim(args: argparse.Namespace) -> int:
     from verifier import api
     from verifier.store import api as gateway
 
+    token = None
+    token_hash = args.token_hash
+    if token_hash is None:
+        if args.proof is not None:
+            raise ConfigError("--proof: a proof signs the token hash, so the token must be made "
+                              "by the client: give --token-hash (see verifier.client)")
+        token, token_hash = api.new_token()
     url = _database_url()
-    token, token_hash = api.new_token()
     with gateway.connect(url) as conn:
         claim = api.submit_claim(conn, args.chain, args.tx, token_hash, args.proof)
         if claim.claim_id is not None and claim.status == "waiting":
             claim = api.wait_for_claim(conn, claim.claim_id, timeout=args.wait)
     out: dict[str, Any] = {"claim_id": claim.claim_id, "status": claim.status,
                            "reason": claim.reason}
-    if claim.status == "issued":
+    if claim.status == "issued" and token is not None:
         out["token"] = token  # shown this once; only its SHA-256 is stored
     _print(out)
     return EXIT_OK if claim.status == "issued" else EXIT_FAILURE
@@ -208,10 +214,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chain", required=True, choices=config_mod.SUPPORTED_CHAINS)
     p.add_argument("--tx", required=True, help="transaction hash (EVM) or signature (Solana)")
     p.set_defaults(func=_cmd_verify)
-    p = sub.add_parser("claim", help="claim a payment: make a token, submit, wait, print it once")
+    p = sub.add_parser(
+        "claim", help="claim a payment for a client-made token hash and proof; submit, wait",
+        description="With --token-hash and --proof: submits the claim a client made (the client "
+                    "keeps the token; see README, Claim proofs) and prints its verdict. Without "
+                    "--token-hash: makes a token here and prints it once when issued; only of use "
+                    "with X402_CLAIM_PROOF=none, since a payer cannot have signed a token hash "
+                    "made here.")
     p.add_argument("--chain", required=True)
     p.add_argument("--tx", required=True)
-    p.add_argument("--proof", help="the payer's signature over the claim message")
+    p.add_argument("--token-hash", help="SHA-256 of the client's token, 64 lowercase hex")
+    p.add_argument("--proof", help="the payer's signature over the claim message for that token "
+                                   "hash (0x-hex, base64; Solana: base58); needs --token-hash")
     p.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the verdict")
     p.set_defaults(func=_cmd_claim)
     p = sub.add_parser("status", help="heads, cursors, lag, pending payments, waiting claims, "

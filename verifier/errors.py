@@ -63,6 +63,12 @@ class FinalRpcError(RpcError):
     """The node answered with an error that retrying will not change."""
 
 
+class ExecutionReverted(FinalRpcError):
+    """EVM: the call ran and reverted (an eth_call's own answer, e.g. a wallet refusing a
+    signature). Its own type so that only a revert, never another refusal of the request
+    (invalid params, payload too large...), can count as "not valid"."""
+
+
 class UnreadableAnswer(VerifierError):
     """A chain answer (a log, a receipt, a transaction) is not in a shape the decoders read.
     Raised by the pure decoders; each adapter maps it to its RpcError."""

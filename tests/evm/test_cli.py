@@ -14,6 +14,7 @@ import pytest
 
 from tests.daemon import query, running_daemon
 from tests.evm.chain import PAYEE, daemon_env, fresh_chain
+from verifier import client
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -70,6 +71,36 @@ async def test_claim_prints_the_token_once_and_stores_only_its_hash(chain, datab
     [(stored,)] = query(database_url, "SELECT token_hash FROM x402_tokens")
     assert stored == hashlib.sha256(out["token"].encode()).hexdigest()
     assert out["token"] not in done.stderr
+
+
+async def test_claim_submits_a_client_made_token_hash_and_proof(chain, database_url):
+    d = chain.devnet
+    payer = d.accounts[3]
+    d.mint(payer, 10_000_000)
+    tx = d.transfer(payer, PAYEE, 1_000_000)
+    d.mine(3)
+    token, token_hash = client.make_token()
+    proof = client.sign_claim_evm(payer.key, "base", tx, token_hash)
+    env = {**daemon_env(chain.url, X402_CLAIM_PROOF="signature"), "DATABASE_URL": database_url}
+    async with running_daemon(env, database_url):
+        done = await asyncio.to_thread(cli, "claim", "--chain", "base", "--tx", tx,
+                                       "--token-hash", token_hash, "--proof", proof, env=env)
+        again = await asyncio.to_thread(cli, "claim", "--chain", "base", "--tx", tx,
+                                        "--token-hash", token_hash, "--proof", proof, env=env)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert (out["status"], out["reason"]) == ("issued", None) and "token" not in out
+    assert json.loads(again.stdout) == out  # a retry returns the same claim
+    assert token not in done.stdout + done.stderr  # the token never left the client
+    assert query(database_url, "SELECT token_hash FROM x402_tokens") == [(token_hash,)]
+
+
+def test_claim_refuses_a_proof_without_the_clients_token_hash(database_url):
+    done = cli("claim", "--chain", "base", "--tx", "0x" + "ab" * 32, "--proof", "0x" + "cd" * 65,
+               env={"DATABASE_URL": database_url})
+    assert done.returncode == 2
+    assert "--token-hash" in done.stderr
+    assert query(database_url, "SELECT count(*) FROM verifier.claims") == [(0,)]
 
 
 @pytest.mark.parametrize("key,value", [

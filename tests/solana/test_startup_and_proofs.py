@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 from solders.account import Account
 from solders.keypair import Keypair
@@ -9,7 +11,7 @@ from solders.system_program import ID as SYSTEM_PROGRAM
 
 from tests.solana.conftest import MakeAdapter
 from tests.solana.test_rpc_faults import closed_port_url
-from verifier import rules
+from verifier import client, rules
 from verifier.devnet.solana_server import Fault, SolanaServer
 from verifier.devnet.solana_tokens import USDC_MINT, TokenKit, ata, mint_data
 from verifier.errors import ConfigError
@@ -87,6 +89,10 @@ async def test_payer_proofs(node: SolanaServer, kit: TokenKit, payer: Keypair, p
     assert await adapter.verify_proof(lookup.payment.from_address, message, str(good))
     assert await adapter.verify_proof(lookup.payment.from_address, message.encode(),
                                       bytes(good).hex())
+    assert await adapter.verify_proof(lookup.payment.from_address, message,
+                                      base64.b64encode(bytes(good)).decode())
+    assert adapter.proof_offline(lookup.payment.from_address, message,
+                                 client.sign_claim_solana(payer, sig, "ab" * 32))
     forged = Keypair().sign_message(message.encode())
     assert not await adapter.verify_proof(lookup.payment.from_address, message, str(forged))
     other_token = payer.sign_message(rules.claim_message("solana", sig, "cd" * 32).encode())

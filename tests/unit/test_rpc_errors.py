@@ -10,6 +10,7 @@ from aiohttp import web
 
 from verifier.errors import (
     BatchRefusedError,
+    ExecutionReverted,
     FinalRpcError,
     RangeTooLargeError,
     RetriableRpcError,
@@ -133,8 +134,8 @@ CODES = [
     ("m", -32007, "Slot 5 was skipped", R, S),
     ("m", -32009, "Slot 5 missing in long-term storage", R, S),
     ("m", -32015, "Transaction version (0) is not supported", R, F),
-    ("eth_call", -32000, "execution reverted", F, F),
-    ("eth_call", 3, "execution reverted: nope", F, F),
+    ("eth_call", -32000, "execution reverted", ExecutionReverted, F),
+    ("eth_call", 3, "execution reverted: nope", ExecutionReverted, F),
     ("m", -32602, "invalid params", F, F),
     ("m", -32601, "the method does not exist", F, F),
     ("m", -32600, "invalid request", F, F),

@@ -47,7 +47,8 @@ class ChainAdapter(Protocol):
         asked (e.g. an EVM contract wallet's EIP-1271)."""
 
     async def verify_proof(self, payer: str, message: str, proof: str | None) -> bool:
-        """True when `proof` is the payer's signature over the claim message."""
+        """True when `proof` is the payer's signature over the claim message. Raises RpcError
+        when the chain could not be asked: that is never a False."""
 
     def rpc_stats(self) -> list[tuple[str, dict[str, int]]]:
         """(endpoint URL, counters such as requests and errors) per RPC endpoint so far, for

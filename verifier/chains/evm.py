@@ -10,20 +10,16 @@ that contradicts itself is a fault of that endpoint, never a reorg.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import structlog
-from eth_abi import encode as abi_encode
-from eth_account import Account
-from eth_account.messages import defunct_hash_message, encode_defunct
 
 from verifier import rules
 from verifier.config import ChainConfig
 from verifier.errors import (
     ConfigError,
-    FinalRpcError,
+    ExecutionReverted,
     RangeTooLargeError,
     RetriableRpcError,
     RpcError,
@@ -34,11 +30,10 @@ from verifier.models import ChainView, Cursor, Lookup, Observed, Transfer
 from verifier.rpc.client import Call, RpcClient, batch_label
 from verifier.rpc.failover import Endpoint
 
+from . import evm_signatures
 from .base import ScanResult
 from .evm_decode import TRANSFER_TOPIC, hex_quantity, logged_transfers, receipt_facts, topic_for
 
-ERC1271_SELECTOR = "0x1626ba7e"
-_SIGNATURE = re.compile(r"^(0x)?[0-9a-fA-F]{130}$")
 GROW_AFTER = 3  # successful getLogs calls before the range doubles again
 BLOCK_BATCH = 100
 CHAIN_ID: Call = ("eth_chainId", [])
@@ -231,40 +226,52 @@ class EvmAdapter:
         return receipt
 
     def proof_offline(self, payer: str, message: str, proof: str | None) -> bool | None:
-        """True when the payer's key signed (EIP-191); False for a proof that is no signature;
-        None otherwise, as the payer may be a contract wallet (EIP-1271 needs the chain)."""
-        if not proof or not _SIGNATURE.match(proof):
+        """True when the payer's key signed (EIP-191); False for a proof in no readable format;
+        None otherwise: the payer may be a contract wallet, which only the chain can ask."""
+        signature = evm_signatures.decode_proof(proof)
+        if signature is None:
             return False
-        signature = proof if proof.startswith("0x") else "0x" + proof
-        try:
-            signer = Account.recover_message(encode_defunct(text=message), signature=signature)
-        except Exception:  # eth_keys raises several types for a bad signature
-            signer = None
-        if signer is not None and signer.lower() == payer:
+        if evm_signatures.signed_by(signature, message, payer):
             return True
         return None
 
     async def verify_proof(self, payer: str, message: str, proof: str | None) -> bool:
-        """EIP-191 by the payer's key, or EIP-1271 isValidSignature when the payer is a contract."""
+        """EIP-191 by the payer's key; else EIP-1271 isValidSignature when the payer has code,
+        whatever the signature's length; else ERC-6492 when the signature carries its suffix.
+        Raises RpcError when the chain could not be asked: that is never "not valid"."""
         offline = self.proof_offline(payer, message, proof)
         if offline is not None:
             return offline
-        assert proof is not None
-        return await self._erc1271(payer, message, proof if proof.startswith("0x") else "0x" + proof)
-
-    async def _erc1271(self, wallet: str, message: str, signature: str) -> bool:
-        code = await self._hex("eth_getCode", [wallet, "latest"])
+        signature = evm_signatures.decode_proof(proof)
+        assert signature is not None
+        digest = evm_signatures.digest(message)
+        if evm_signatures.is_erc6492(signature):
+            return await self._erc6492(payer, digest, signature)
+        code = await self._hex("eth_getCode", [payer, "latest"])
         if code == "0x":
             return False
-        digest = defunct_hash_message(text=message)
-        data = ERC1271_SELECTOR + abi_encode(
-            ["bytes32", "bytes"], [bytes(digest), bytes.fromhex(signature[2:])]
-        ).hex()
+        return await self._erc1271(payer, digest, signature)
+
+    async def _erc1271(self, wallet: str, digest: bytes, signature: bytes) -> bool:
+        data = evm_signatures.erc1271_call(digest, signature)
         try:
-            result = await self._hex("eth_call", [{"to": wallet, "data": data}, "latest"])
-        except FinalRpcError:
-            return False  # reverted or refused: not a valid signature
-        return result.lower().startswith(ERC1271_SELECTOR) and len(result) >= 66
+            answer = await self._hex("eth_call", [{"to": wallet, "data": data}, "latest"])
+        except ExecutionReverted:
+            return False  # the wallet refused by reverting
+        return evm_signatures.erc1271_approves(answer)
+
+    async def _erc6492(self, signer: str, digest: bytes, signature: bytes) -> bool:
+        """The deploy-less validator's eth_call: deploys a counterfactual wallet inside the
+        simulation and asks it. It reverts only on a malformed 6492 wrapper."""
+        data = evm_signatures.validator_call(signer, digest, signature)
+        try:
+            answer = await self._hex("eth_call", [{"data": data}, "latest"])
+        except ExecutionReverted:
+            return False
+        verdict = evm_signatures.validator_verdict(answer)
+        if verdict is None:
+            raise RetriableRpcError(f"{self.chain}: ERC-6492 validation answered {answer:.80}")
+        return verdict
 
     async def _hex(self, method: str, params: list[Any]) -> str:
         """A call whose answer is 0x-hex data. Anything else (null...) is the node failing, not

@@ -3,6 +3,7 @@ proofs a payer signs a claim with."""
 
 from __future__ import annotations
 
+import base64
 import re
 
 from solders.pubkey import Pubkey
@@ -12,6 +13,7 @@ from verifier.chains.solana_decode import UnreadableTransaction, b58decode
 
 ATA_PROGRAM = "ATokenGPvbdGVxr1b2hvZbsiqW5xWH25efTNsLJA8knL"
 _HEX_SIGNATURE = re.compile(r"^(0x)?[0-9a-fA-F]{128}$")
+_BASE64_SIGNATURE = re.compile(r"^[A-Za-z0-9+/]{85}[AQgw]==$")  # 64 bytes, canonical padding
 
 
 def associated_token_address(owner: str, mint: str, token_program: str) -> str:
@@ -22,11 +24,14 @@ def associated_token_address(owner: str, mint: str, token_program: str) -> str:
 
 
 def decode_proof(proof: str) -> bytes | None:
-    """A 64-byte ed25519 signature written in base58 (as Solana wallets give it) or in hex
-    (128 digits, optional 0x); None when it is neither."""
+    """A 64-byte ed25519 signature written in base58 (as Solana wallets give it), in hex
+    (128 digits, optional 0x) or in standard base64 (88 characters, ending ``==``, which base58
+    never holds); None when it is none of them."""
     proof = proof.strip()
     if _HEX_SIGNATURE.match(proof):
         return bytes.fromhex(proof.removeprefix("0x"))
+    if _BASE64_SIGNATURE.match(proof):
+        return base64.b64decode(proof)
     try:
         raw = b58decode(proof)
     except UnreadableTransaction:

@@ -15,10 +15,10 @@ the node's answer:
   scheduled faults go first, to the next requests that carry the method (with ``gap``, at least
   that many requests pass untouched between two scheduled faults);
 - and ``rewrite(method, fn)`` edits the node's answers (for hostile answers: a receipt for
-  another transaction, huge numbers, malformed logs...), ``refuse(method, code)`` answers a
-  method with a JSON-RPC error (a gateway without ``getHealth``: -32601), and
-  ``serve_from(url)`` forwards to another node from then on (an endpoint that starts serving
-  another chain under the same URL).
+  another transaction, huge numbers, malformed logs...), or replaces them with a JSON-RPC
+  error (``ErrorAnswer``); ``refuse(method, code)`` answers a method with a JSON-RPC error (a
+  gateway without ``getHealth``: -32601), and ``serve_from(url)`` forwards to another node from
+  then on (an endpoint that starts serving another chain under the same URL).
 
 Faults at the HTTP level hit the whole request; JSON-RPC level faults replace the answer to one
 call of a batch (the one whose method fits the fault). Test code only: the daemon never imports
@@ -78,7 +78,16 @@ _MALFORMED_BODIES = (
 )
 
 Rewrite = Callable[[Any, list[Any]], Any]
-"""(result, params) -> new result, for one method's answers."""
+"""(result, params) -> new result (or an ErrorAnswer), for one method's answers."""
+
+
+@dataclass(frozen=True)
+class ErrorAnswer:
+    """Returned by a rewrite: the call is answered with this JSON-RPC error instead (e.g. a
+    final refusal such as -32602, which no random fault serves)."""
+
+    code: int
+    message: str
 
 
 @dataclass
@@ -351,12 +360,17 @@ class FaultProxy:
         for rule in rules:
             if "result" not in answer:
                 break  # refused by an earlier rule
+            self.rewritten[method] += 1
             if rule.fn is None:
                 answer.pop("result")
                 answer["error"] = dict(rule.error or {})
-            else:
-                answer["result"] = rule.fn(answer["result"], params)
-            self.rewritten[method] += 1
+                return
+            result = rule.fn(answer["result"], params)
+            if isinstance(result, ErrorAnswer):
+                del answer["result"]
+                answer["error"] = {"code": result.code, "message": result.message}
+                return
+            answer["result"] = result
 
 
 async def _client_session() -> aiohttp.ClientSession:

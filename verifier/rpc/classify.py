@@ -18,6 +18,7 @@ from typing import Any
 
 from verifier.errors import (
     BatchRefusedError,
+    ExecutionReverted,
     FinalRpcError,
     RangeTooLargeError,
     RetriableRpcError,
@@ -48,6 +49,7 @@ class Codes:
     retriable_range: tuple[int, int] | None = None  # inclusive
     own_types: Mapping[int, type[RpcError]] = field(default_factory=dict)
     final_messages: tuple[str, ...] = ()  # checked before the retriable codes
+    reverted_messages: tuple[str, ...] = ()  # ExecutionReverted, checked first of all
     range_methods: frozenset[str] = frozenset()  # where RANGE_MESSAGES mean RangeTooLargeError
 
 
@@ -55,7 +57,7 @@ EVM = Codes(
     "evm",
     retriable=frozenset({429, -32005, -32603}),
     retriable_range=(-32099, -32000),  # implementation-defined server errors: header not found...
-    final_messages=("revert",),  # execution reverted: asking again gives the same answer
+    reverted_messages=("revert",),  # execution reverted: asking again gives the same answer
     range_methods=frozenset({"eth_getLogs"}),
 )
 SOLANA = Codes(
@@ -90,6 +92,8 @@ def rpc_error(error: Any, method: str, endpoint: str, codes: Codes) -> RpcError:
         return RangeTooLargeError(text, endpoint=endpoint, code=code)
     if code in codes.own_types:
         return codes.own_types[code](text, endpoint=endpoint, code=code)
+    if any(m in low for m in codes.reverted_messages):
+        return ExecutionReverted(text, endpoint=endpoint, code=code)
     if any(m in low for m in codes.final_messages):
         return FinalRpcError(text, endpoint=endpoint, code=code)
     if code in codes.retriable or _in_range(code, codes.retriable_range) \
