@@ -72,7 +72,8 @@ async def test_a_transaction_that_cannot_be_read_is_quarantined_and_recorded_onc
     first = kit.transfer(payer, payee.pubkey(), 1_000_000)
     bad = kit.transfer(payer, payee.pubkey(), 2_000_000)
     after = [kit.transfer(payer, payee.pubkey(), 3_000_000 + i) for i in range(3)]
-    node.inject("getTransaction", fault, times=10**9, when=for_signature(bad), other=first)
+    node.inject("getTransaction", fault, times=10**9, when=for_signature(bad),
+                other=first if fault is Fault.OTHER_TRANSACTION else None)
     env = daemon_env(node, payee, node.landed(first).slot)
     account = str(ata(payee.pubkey()))
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import bisect
+import copy
 import json
 import struct
 import threading
@@ -362,8 +363,8 @@ class SolanaServer:
                 return {"jsonrpc": "2.0", "result": None, "id": ident}
             if fault.fault in (Fault.OTHER_TRANSACTION, Fault.UNREADABLE):
                 asked = [fault.other or params[0], *params[1:]]
-                with self._lock:
-                    result = self._transaction(asked)
+                with self._lock:  # a copy: the ledger caches what it rendered
+                    result = copy.deepcopy(self._transaction(asked))
                 if fault.fault is Fault.UNREADABLE and result is not None:
                     result["transaction"]["message"].pop("accountKeys", None)
                 return {"jsonrpc": "2.0", "result": result, "id": ident}
