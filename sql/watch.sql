@@ -100,3 +100,33 @@ SELECT id, status, from_address, to_address, amount_usdc, block_number, block_ha
        EXISTS (SELECT 1 FROM x402_tokens t WHERE t.payment_id = p.id) AS claimed
   FROM x402_payments p
  WHERE tx_hash = %(tx_hash)s AND chain = %(chain)s
+
+-- name: quarantine
+-- Transactions put aside (migration 009), in the transaction that moves the cursor past them.
+-- Met again: one more attempt, and the next retry twice as far (15 s x 2^attempts, at most 6 h).
+INSERT INTO verifier.solana_quarantine AS q (
+    chain, account, signature, slot, reason, error_code, attempts, next_retry_at
+)
+SELECT %(chain)s, t.account, t.signature, t.slot, t.reason, t.code, t.attempts,
+       now() + least(interval '15 seconds' * power(2, least(t.attempts, 20)), interval '6 hours')
+  FROM unnest(%(account)s::text[], %(signature)s::text[], %(slot)s::bigint[],
+              %(reason)s::text[], %(code)s::int[], %(attempts)s::int[])
+       AS t (account, signature, slot, reason, code, attempts)
+ON CONFLICT (chain, signature) DO UPDATE
+   SET reason = EXCLUDED.reason,
+       error_code = EXCLUDED.error_code,
+       attempts = q.attempts + 1,
+       last_seen = now(),
+       next_retry_at = now() + least(interval '15 seconds' * power(2, least(q.attempts + 1, 20)),
+                                     interval '6 hours')
+
+-- name: release_quarantined
+DELETE FROM verifier.solana_quarantine
+ WHERE chain = %(chain)s AND signature = ANY(%(signatures)s::text[])
+
+-- name: quarantine_due
+SELECT chain, account, signature, slot, reason, error_code, attempts
+  FROM verifier.solana_quarantine
+ WHERE chain = %(chain)s AND next_retry_at <= now()
+ ORDER BY next_retry_at, signature
+ LIMIT %(limit)s

@@ -81,3 +81,19 @@ class SlotSkippedError(FinalRpcError):
 
 class BatchRefusedError(FinalRpcError):
     """The endpoint answered a JSON-RPC batch with a single error: it does not take batches."""
+
+
+class WrongAnswerError(RetriableRpcError):
+    """The node answered another question than the one asked (Solana: a getTransaction answer
+    whose ``transaction.signatures[0]`` is another signature). A fault of that endpoint:
+    retried, failed over, never read as a fact."""
+
+
+class NotServedError(RetriableRpcError):
+    """The node answered null for a transaction it listed itself as finalized: not yet, never
+    "not paid"."""
+
+
+class UnreadableTransactionError(RetriableRpcError):
+    """A transaction answer in a shape the decoders cannot read: retried on another endpoint,
+    never skipped unread."""

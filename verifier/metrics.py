@@ -46,6 +46,7 @@ log = structlog.get_logger("verifier.metrics")
 
 PAYMENT_STATUSES = vocab.PAYMENT_STATUSES
 CLAIM_STATUSES = vocab.CLAIM_STATUSES
+QUARANTINE_REASONS = vocab.QUARANTINE_REASONS
 JOB_STATUSES = ("ok", "skipped", "failed")
 PING_TIMEOUT = 3.0
 RPC_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -122,7 +123,8 @@ class Metrics:
             self.database_up = False
             return
         self.last_ok = {job: at.timestamp() for job, at in found.last_ok.items()}
-        self.counts = {"payments_by_status": found.payments, "claims_by_status": found.claims}
+        self.counts = {"payments_by_status": found.payments, "claims_by_status": found.claims,
+                       "quarantined_by_reason": found.quarantined}
         self.database_up = True
 
     async def refresh_loop(self, stop: asyncio.Event, every: float) -> None:
@@ -244,6 +246,16 @@ class _StateCollector:
             for key in sorted(keys):
                 family.add_metric(list(key), counts.get(key, 0))
             yield family
+        held = GaugeMetricFamily(
+            "x402_quarantined_transactions",
+            "Solana transactions put aside unread (verifier.solana_quarantine), by reason",
+            labels=["chain", "reason"])
+        counts = self.m.counts.get("quarantined_by_reason", {})
+        solana = [name for name, cfg in self.m.chains.items() if cfg.kind == "solana"]
+        keys = {(c, r) for c in solana for r in QUARANTINE_REASONS} | set(counts)
+        for key in sorted(keys):
+            held.add_metric(list(key), counts.get(key, 0))
+        yield held
 
 
 def _reorgs(statuses: Sequence[WatcherStatus]) -> Iterator[Metric]:

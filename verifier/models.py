@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from verifier.vocab import PaymentStatus, Reason
+from verifier.vocab import PaymentStatus, QuarantineReason, Reason
 
 
 @dataclass(frozen=True)
@@ -115,3 +115,19 @@ class Lookup:
     payment: Observed | None
     reason: Reason | None
     view: ChainView | None = None
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    """A transaction put aside after it could not be read (verifier.solana_quarantine).
+
+    ``attempts`` is how many polls failed to read it: when the adapter hands one to the store,
+    the polls it held the cursor for; read back from the store, the count so far."""
+
+    chain: str
+    account: str
+    signature: str
+    slot: int
+    reason: QuarantineReason
+    code: int | None = None
+    attempts: int = 1

@@ -22,7 +22,13 @@ Reason = Literal[
     "rpc_unavailable",
 ]
 
+# Why a Solana transaction listed on a watched account was put aside (verifier.solana_quarantine):
+# the node refused it with a final error (e.g. -32015), kept answering null, answered in a shape
+# the decoder cannot read, or answered with another signature's transaction.
+QuarantineReason = Literal["final_error", "not_served", "unreadable", "wrong_transaction"]
+
 PAYMENT_STATUSES: tuple[PaymentStatus, ...] = get_args(PaymentStatus)
 CLAIM_STATUSES: tuple[ClaimStatus, ...] = get_args(ClaimStatus)
 REASONS: tuple[Reason, ...] = get_args(Reason)
 NOT_PAID: tuple[NotPaid, ...] = get_args(NotPaid)
+QUARANTINE_REASONS: tuple[QuarantineReason, ...] = get_args(QuarantineReason)

@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 
 from verifier import reorg, rules
-from verifier.chains.base import ChainAdapter
+from verifier.chains.base import ChainAdapter, Quarantining, ScanResult
 from verifier.config import ChainConfig
 from verifier.errors import DatabaseError, RpcError, WrongChainError
 from verifier.models import ChainView, Cursor
@@ -120,9 +120,12 @@ class Watcher:
             await self.store.record_scan(self.chain, [], cursors, [])
             log.info("cursor_started", chain=self.chain, position=cursors[0].position)
         result = await self.adapter.scan(cursors, view)
-        found = [(p, rules.judge(p, view, self.policy)) for p in result.payments]
-        self._set_aside(await self.store.record_scan(self.chain, found, result.cursors,
-                                                     result.blocks))
+        retried = await self._retry_quarantined()
+        payments = sorted([*result.payments, *retried.payments], key=lambda p: p.block_number)
+        found = [(p, rules.judge(p, view, self.policy)) for p in payments]
+        self._set_aside(await self.store.record_scan(
+            self.chain, found, result.cursors, result.blocks,
+            quarantine=[*result.quarantine, *retried.quarantine], released=retried.released))
         if found:
             log.info("payments_found", chain=self.chain, count=len(found),
                      first_block=found[0][0].block_number, last_block=found[-1][0].block_number)
@@ -132,6 +135,15 @@ class Watcher:
         await self.settle_pending(view)
         self._stepped(view, result.cursors, result.done)
         return not result.done
+
+    async def _retry_quarantined(self) -> ScanResult:
+        """Transactions put aside earlier whose retry is due, read again (Solana)."""
+        if not isinstance(self.adapter, Quarantining):
+            return ScanResult(payments=[], cursors=[])
+        due = await self.store.quarantine_due(self.chain)
+        if not due:
+            return ScanResult(payments=[], cursors=[])
+        return await self.adapter.retry_quarantined(due)
 
     def _stepped(self, view: ChainView, cursors: Sequence[Cursor], done: bool) -> None:
         """A finished scan covered everything up to the head it saw: the chain is scanned to

@@ -49,6 +49,18 @@ def transaction_facts(tx: Mapping[str, Any] | None, signature: str) -> TxFacts |
                    signers=tuple(signers(tx)))
 
 
+def first_signature(tx: Mapping[str, Any]) -> str:
+    """The signature a getTransaction answer is about: ``transaction.signatures[0]`` (the
+    stored form: ``signature``). A transaction's first signature is its id."""
+    body = tx.get("transaction")
+    found = body.get("signatures") if isinstance(body, dict) else None
+    if found is None and body is None:
+        found = [tx.get("signature")]  # the stored form
+    if not isinstance(found, list) or not found or not isinstance(found[0], str):
+        raise UnreadableTransaction("no signatures in the transaction")
+    return found[0]
+
+
 def balance_changes(tx: Mapping[str, Any]) -> list[BalanceChange]:
     """Per token account, in accountIndex order: its balance after minus before."""
     keys = account_keys(tx)

@@ -10,8 +10,9 @@ getTransaction (json, jsonParsed, base64; -32015 for a versioned transaction ask
 maxSupportedTransactionVersion). Everything it has is finalized.
 
 Tests steer it with ``inject`` (documented errors for chosen calls: -32005, HTTP 429,
--32007/-32009, a null result) and ``latency`` (seconds added to every HTTP request); ``calls``
-counts what was asked.
+-32007/-32009, -32015, a null result; and lies: another signature's transaction, an answer
+without account keys), ``page_cap`` (short signature pages) and ``latency`` (seconds added to
+every HTTP request); ``calls`` counts what was asked.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import bisect
+import copy
 import json
 import struct
 import threading
@@ -59,6 +61,9 @@ class Fault(Enum):
     SLOT_SKIPPED = "slot_skipped"  # -32007
     LONG_TERM_SLOT_SKIPPED = "long_term_slot_skipped"  # -32009
     NULL = "null"  # a null result: the node has not got it (yet)
+    UNSUPPORTED_VERSION = "unsupported_version"  # -32015, whatever the request asked for
+    OTHER_TRANSACTION = "other_transaction"  # getTransaction answers for ``other`` instead
+    UNREADABLE = "unreadable"  # getTransaction: the real answer without its account keys
 
 
 @dataclass
@@ -68,6 +73,7 @@ class _Injected:
     times: int
     when: Callable[[list[Any]], bool] | None
     retry_after: float | None
+    other: str | None = None
 
 
 class RpcFailure(Exception):
@@ -88,6 +94,9 @@ class SolanaServer:
         self.genesis_hash = str(Hash.new_unique())
         self.latency = 0.0
         self.accept_batches = True
+        # getSignaturesForAddress answers at most this many entries per page, whatever the
+        # limit asked (as nodes do where their ledger meets long-term storage).
+        self.page_cap: int | None = None
         self.calls: Counter[str] = Counter()
         self.errors: Counter[int] = Counter()  # JSON-RPC error codes and HTTP statuses sent
         self.http_requests = 0
@@ -145,10 +154,11 @@ class SolanaServer:
 
     def inject(self, method: str, fault: Fault, *, times: int = 1,
                when: Callable[[list[Any]], bool] | None = None,
-               retry_after: float | None = None) -> None:
-        """The next ``times`` calls of ``method`` (whose params satisfy ``when``) fail so."""
+               retry_after: float | None = None, other: str | None = None) -> None:
+        """The next ``times`` calls of ``method`` (whose params satisfy ``when``) fail so.
+        ``other``: the signature whose transaction Fault.OTHER_TRANSACTION serves."""
         with self._lock:
-            self._faults.append(_Injected(method, fault, times, when, retry_after))
+            self._faults.append(_Injected(method, fault, times, when, retry_after, other))
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -351,6 +361,13 @@ class SolanaServer:
                                     headers=headers)
             if fault.fault is Fault.NULL:
                 return {"jsonrpc": "2.0", "result": None, "id": ident}
+            if fault.fault in (Fault.OTHER_TRANSACTION, Fault.UNREADABLE):
+                asked = [fault.other or params[0], *params[1:]]
+                with self._lock:  # a copy: the ledger caches what it rendered
+                    result = copy.deepcopy(self._transaction(asked))
+                if fault.fault is Fault.UNREADABLE and result is not None:
+                    result["transaction"]["message"].pop("accountKeys", None)
+                return {"jsonrpc": "2.0", "result": result, "id": ident}
             code, message, data = _FAULT_ERRORS[fault.fault](self.slot)
             return _error(ident, code, message, data)
         handler = self._methods().get(method)
@@ -407,6 +424,7 @@ class SolanaServer:
         limit = config.get("limit") or 1000
         if not isinstance(limit, int) or not 1 <= limit <= 1000:
             raise RpcFailure(-32602, "Invalid limit; max 1000")
+        limit = min(limit, self.page_cap or limit)
         if config.get("minContextSlot", 0) > self.slot:
             raise RpcFailure(-32016, "Minimum context slot has not been reached",
                              {"contextSlot": self.slot})
@@ -485,4 +503,8 @@ _FAULT_ERRORS: dict[Fault, Callable[[int], tuple[int, str, Any]]] = {
         None),
     Fault.LONG_TERM_SLOT_SKIPPED: lambda slot: (
         -32009, f"Slot {slot} was skipped, or missing in long-term storage", None),
+    Fault.UNSUPPORTED_VERSION: lambda slot: (
+        -32015, "Transaction version (1) is not supported by the requesting client. Please "
+        "try the request again with the following configuration parameter: "
+        "\"maxSupportedTransactionVersion\": 1", None),
 }

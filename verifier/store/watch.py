@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from verifier.models import Cursor, Observed, Verdict
+from verifier.models import Cursor, Observed, Quarantined, Verdict
 from verifier.money import base_units_to_usdc
 from verifier.money import usdc_decimal_to_base_units as units_of
 from verifier.sqlfiles import queries
@@ -62,11 +62,27 @@ class Store:
         found: Sequence[tuple[Observed, Verdict]],
         cursors: Sequence[Cursor],
         blocks: Sequence[tuple[int, str]],
+        *,
+        quarantine: Sequence[Quarantined] = (),
+        released: Sequence[str] = (),
     ) -> list[SetAside]:
-        """Payments, the blocks they were seen in, and the cursor: all or nothing, except that
-        a payment row the database refuses is set aside (returned) rather than block the scan
-        for good."""
+        """Payments, the blocks they were seen in, the transactions put aside or read again,
+        and the cursor: all or nothing, except that a payment row the database refuses is set
+        aside (returned) rather than block the scan for good."""
         async with wrapped("record scan"), self.pool.connection() as conn, conn.transaction():
+            if quarantine:
+                await conn.execute(self.q["quarantine"], {
+                    "chain": chain,
+                    "account": [q.account for q in quarantine],
+                    "signature": [q.signature for q in quarantine],
+                    "slot": [q.slot for q in quarantine],
+                    "reason": [q.reason for q in quarantine],
+                    "code": [q.code for q in quarantine],
+                    "attempts": [q.attempts for q in quarantine],
+                })
+            if released:
+                await conn.execute(self.q["release_quarantined"],
+                                   {"chain": chain, "signatures": list(released)})
             set_aside = await _each_or_all(
                 conn, self.q["upsert_payments"], found,
                 lambda rows: self._payment_params(chain, rows), lambda row: row[0].tx_hash)
@@ -97,6 +113,13 @@ class Store:
             "status": [v.status for _, v in found],
             "requests": [v.requests_allocated for _, v in found],
         }
+
+    async def quarantine_due(self, chain: str, limit: int = 100) -> list[Quarantined]:
+        """Quarantined transactions whose next retry has come, the longest waiting first."""
+        async with wrapped("read quarantine"), self.pool.connection() as conn:
+            cur = await conn.execute(self.q["quarantine_due"], {"chain": chain, "limit": limit})
+            rows = await cur.fetchall()
+        return [Quarantined(*row) for row in rows]
 
     async def pending(self, chain: str) -> list[PendingPayment]:
         async with wrapped("read pending payments"), self.pool.connection() as conn:
