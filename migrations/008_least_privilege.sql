@@ -200,6 +200,8 @@ GRANT EXECUTE ON FUNCTION verifier.clip_bytes(TEXT, INTEGER) TO x402_owner;
 -- Functions are executable by PUBLIC unless revoked.
 REVOKE EXECUTE ON FUNCTION verifier.claim_status(BIGINT) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION verifier.clip_bytes(TEXT, INTEGER) FROM PUBLIC;
+-- A trigger fires whatever EXECUTE says; nobody needs to call it.
+REVOKE EXECUTE ON FUNCTION verifier.payments_before_write() FROM PUBLIC;
 
 -- x402_api: EXECUTE on its functions, no table or column privilege at all ---------------------
 

@@ -10,11 +10,12 @@ import psycopg
 import pytest
 
 import verifier
+from tests.daemon import query
 from verifier import migrate
-from verifier.errors import DatabaseError
-from verifier.sqlfiles import data_root, parse_queries
 from verifier.config import SUPPORTED_CHAINS
+from verifier.errors import DatabaseError
 from verifier.jobs import JOBS
+from verifier.sqlfiles import data_root, parse_queries
 from verifier.store import JOB_LEASES, LOCK_KEYS, WATCH_LEASES, ledger, reports
 from verifier.store import api as gateway
 
