@@ -7,6 +7,8 @@
 --   * x402_readonly reads the four views and x402_payments (no token hash there), nothing else.
 --   * Leadership (one watcher per chain, one run of a job at a time) moves from advisory locks,
 --     which any login may take, to verifier.leases, which only x402_daemon may write or lock.
+--   * The claim workers listen on a channel whose name only the daemon can read: anyone may
+--     NOTIFY x402_claims, and it wakes no worker.
 --   * consume_request caps what it logs: endpoint and user agent at 1,024 bytes, method at 10
 --     characters (truncated, whole characters; never an error).
 --
@@ -63,6 +65,39 @@ ON CONFLICT (name) DO NOTHING;
 
 COMMENT ON TABLE verifier.leases IS
     'Leadership: the daemon instance watching each chain (until expires_at), and the job locks';
+
+-- The claim workers' wake-up channel ---------------------------------------------------------
+
+-- Any login may NOTIFY any channel: PostgreSQL has no privilege for it. So the workers listen on
+-- a channel drawn at random here, whose name only x402_daemon and x402_owner can read, and a
+-- trigger announces each new claim on it. (submit_claim's own NOTIFY x402_claims now reaches
+-- nobody: a notification there, by anyone, wakes no worker.)
+CREATE TABLE IF NOT EXISTS verifier.claim_channel (
+    one      BOOLEAN PRIMARY KEY DEFAULT true CHECK (one),
+    channel  TEXT NOT NULL CHECK (channel ~ '^x402_claims_[0-9a-f]{32}$')
+);
+
+INSERT INTO verifier.claim_channel (channel)
+VALUES ('x402_claims_' || replace(gen_random_uuid()::text, '-', ''))
+ON CONFLICT (one) DO NOTHING;
+
+COMMENT ON TABLE verifier.claim_channel IS
+    'The secret LISTEN channel on which new claims wake the workers';
+
+CREATE OR REPLACE FUNCTION verifier.claims_announce()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM pg_notify(c.channel, NEW.id::text) FROM verifier.claim_channel c;
+    RETURN NULL;
+END;
+$$;
+
+DROP TRIGGER IF EXISTS claims_announce ON verifier.claims;
+CREATE TRIGGER claims_announce AFTER INSERT ON verifier.claims
+    FOR EACH ROW EXECUTE FUNCTION verifier.claims_announce();
 
 -- consume_request, with its log fields capped ------------------------------------------------
 
@@ -189,7 +224,8 @@ REVOKE CREATE ON SCHEMA verifier FROM x402_owner;
 
 -- What those bodies use, and only that. Reading is by whole table (a later body may read
 -- another column); writing is by column.
-GRANT SELECT ON verifier.claims, x402_payments, x402_tokens TO x402_owner;
+GRANT SELECT ON verifier.claims, verifier.claim_channel, x402_payments, x402_tokens
+    TO x402_owner;
 GRANT INSERT (chain, tx_hash, token_hash, proof) ON verifier.claims TO x402_owner;
 GRANT UPDATE (status, requests_used) ON x402_payments TO x402_owner;
 GRANT UPDATE (last_used_at) ON x402_tokens TO x402_owner;
@@ -200,8 +236,9 @@ GRANT EXECUTE ON FUNCTION verifier.clip_bytes(TEXT, INTEGER) TO x402_owner;
 -- Functions are executable by PUBLIC unless revoked.
 REVOKE EXECUTE ON FUNCTION verifier.claim_status(BIGINT) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION verifier.clip_bytes(TEXT, INTEGER) FROM PUBLIC;
--- A trigger fires whatever EXECUTE says; nobody needs to call it.
+-- A trigger fires whatever EXECUTE says; nobody needs to call one.
 REVOKE EXECUTE ON FUNCTION verifier.payments_before_write() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION verifier.claims_announce() FROM PUBLIC;
 
 -- x402_api: EXECUTE on its functions, no table or column privilege at all ---------------------
 
@@ -218,4 +255,5 @@ GRANT SELECT ON x402_payments TO x402_readonly;
 -- x402_daemon: the leases, and the claim status for `x402-verifier claim` ---------------------
 
 GRANT SELECT, INSERT, UPDATE ON verifier.leases TO x402_daemon;
+GRANT SELECT ON verifier.claim_channel TO x402_daemon;
 GRANT EXECUTE ON FUNCTION verifier.claim_status(BIGINT) TO x402_daemon;

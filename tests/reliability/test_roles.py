@@ -162,6 +162,7 @@ ATTACKS = {
                               "FOR UPDATE",
     "insert a lease": "INSERT INTO verifier.leases (name) VALUES ('watch:mine')",
     "call the owner's helper": "SELECT verifier.clip_bytes('x', 1)",
+    "learn the workers' channel": "SELECT channel FROM verifier.claim_channel",
 }
 
 
@@ -184,6 +185,28 @@ def test_every_attack_of_stolen_credentials_is_refused(database_url, login_as, g
                                "FROM x402_payments ORDER BY id") == before
     assert query(database_url, "SELECT count(*) FROM x402_usage") == [(0,)]
     assert query(database_url, "SELECT count(*) FROM verifier.claims") == [(1,)]
+
+
+def test_no_login_but_the_daemon_can_wake_the_claim_workers(database_url, login_as):
+    """NOTIFY needs no privilege in PostgreSQL: the workers listen where only the daemon can
+    look. Notifications on the old channel, or guessed ones, reach nobody; a claim does."""
+    daemon_url, api_url = login_as("x402_daemon"), login_as("x402_api")
+    analyst_url = login_as("x402_readonly")
+    with connect(daemon_url) as listener:
+        channel = listener.execute("SELECT channel FROM verifier.claim_channel").fetchone()[0]
+        listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+        for url in (api_url, analyst_url):
+            with connect(url) as conn:
+                conn.execute("NOTIFY x402_claims, '1'")
+                conn.execute("SELECT pg_notify('x402_claims', '2'), pg_notify('x402_claims_', '3')")
+                seen = conn.execute("SELECT count(*) FROM pg_stat_activity "
+                                    "WHERE query ILIKE 'listen%%'").fetchone()
+                assert seen == (0,)  # another role's statements are hidden from it
+        assert list(listener.notifies(timeout=0.5, stop_after=1)) == []
+        with connect(api_url) as conn:
+            claim = api.submit_claim(conn, "base", "0x" + "ab" * 32, api.new_token()[1], None)
+        [woken] = listener.notifies(timeout=5, stop_after=1)
+        assert woken.payload == str(claim.claim_id)
 
 
 def test_x402_api_holds_no_table_or_column_privilege_and_runs_the_functions_as_their_owner(
