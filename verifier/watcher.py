@@ -1,8 +1,9 @@
 """One watcher per chain: scan, judge, record, settle pending payments, check for reorgs.
 
 Only the instance holding the chain's lease (verifier.store.locks) scans, renewing it after every
-step; the others stand by and take over when it goes away or stops renewing. The cursor moves in the same transaction as the payments it found, so a crash
-at any instant neither loses nor repeats a payment. After each step the watcher publishes a
+step; the others stand by and take over when it goes away or stops renewing. The cursor moves
+in the same transaction as the payments it found, so a crash at any instant neither loses nor
+repeats a payment. After each step the watcher publishes a
 frozen WatcherStatus (verifier.watcher_status) for metrics, /readyz and the watchdog; the
 rewind after a reorg is planned by verifier.reorg.
 """
