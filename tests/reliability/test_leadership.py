@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -84,8 +83,9 @@ async def test_leadership_moves_on_when_the_leader_dies(database_url, login_as):
     with local_devnet("base") as devnet:
         env = {**os.environ, **daemon_env(devnet.url, X402_METRICS_ADDR="off"),
                "DATABASE_URL": daemon_url}
-        leader = subprocess.Popen([sys.executable, "-m", "verifier", "run"], env=env, cwd=REPO,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        leader = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "verifier", "run", env=env, cwd=REPO,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
         try:
             await eventually(lambda: query(
                 database_url, "SELECT 1 FROM verifier.leases WHERE name = 'watch:base' "
@@ -95,7 +95,7 @@ async def test_leadership_moves_on_when_the_leader_dies(database_url, login_as):
                 detail = await until_ready(standby)  # once it has looked at the lease
                 assert detail["chains"]["base"] == {"ok": True, "active": False, "watched": True}
                 leader.send_signal(signal.SIGKILL)  # no release: its session just ends
-                leader.wait(10)
+                await asyncio.wait_for(leader.wait(), 10)
                 payer = devnet.accounts[2]
                 devnet.mint(payer, 10_000_000)
                 tx = devnet.transfer(payer, PAYEE, 1_500_000)
@@ -103,9 +103,9 @@ async def test_leadership_moves_on_when_the_leader_dies(database_url, login_as):
                 await eventually(lambda: standby.watchers[0].status.active, within=15)
                 await eventually(lambda: verified(database_url, tx))
         finally:
-            if leader.poll() is None:
+            if leader.returncode is None:
                 leader.kill()
-                leader.wait(10)
+                await asyncio.wait_for(leader.wait(), 10)
 
 
 async def test_a_lease_goes_to_another_daemon_once_its_holder_stops_renewing(database_url):
