@@ -61,5 +61,10 @@ UPDATE verifier.claims
        payment_id = %(payment_id)s, updated_at = now()
  WHERE id = %(claim_id)s AND status = 'waiting'
 
+-- name: claim_channel
+-- New claims are announced on this channel (migration 008); only the daemon may read its name.
+SELECT channel FROM verifier.claim_channel
+
 -- name: listen_claims
-LISTEN x402_claims
+-- The channel is the name read above, composed in as an identifier (psycopg.sql).
+LISTEN {channel}

@@ -3,7 +3,8 @@
 Claims are taken with FOR UPDATE SKIP LOCKED (and a lease while the chain is asked), so any
 number of workers in any number of daemons share them, and a crashed worker's claim is taken
 again when its transaction or lease ends.
-Workers wake on NOTIFY x402_claims and also poll, so a lost notification only costs a poll.
+Workers wake on a NOTIFY of a new claim (on a channel only the daemon can name, so no other
+login can wake them) and also poll, so a lost notification only costs a poll.
 """
 
 from __future__ import annotations

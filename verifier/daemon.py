@@ -71,7 +71,7 @@ class Daemon:
                         for name, chain_cfg in config.chains.items()}
             policy = config.policy
             watchers = [Watcher(adapters[name], store, chain_cfg, policy, board=board,
-                                lock_conninfo=conninfo, poll_interval=config.poll_interval)
+                                lease_conninfo=conninfo, poll_interval=config.poll_interval)
                         for name, chain_cfg in config.chains.items()]
             claims = ClaimProcessor(store, adapters, policy,
                                     recheck=timedelta(seconds=max(config.poll_interval, 0.2)))

@@ -1,6 +1,6 @@
 """Scheduled maintenance: cleanup, hourly analytics (with back-fill) and usage retention.
 
-Every run takes its job's transaction-level advisory lock (verifier.store.locks) on a connection of its
+Every run locks its job's row of verifier.leases (verifier.store.locks) in a transaction of its
 own, so one instance of a multi-daemon deployment runs a job at a time; the others log the run as
 skipped. A scheduled run also belongs to a fire time (its slot): a slot another instance already
 ran is skipped too, so N daemons on one schedule run each job once per slot. Every run, skipped
@@ -36,11 +36,11 @@ from psycopg_pool import AsyncConnectionPool
 from verifier.config import Config
 from verifier.errors import DatabaseError, VerifierError
 from verifier.store import jobs as sql
-from verifier.store.locks import JOB_KEYS
+from verifier.store.locks import JOB_LEASES
 
 log = structlog.get_logger("verifier.jobs")
 
-JOBS = tuple(JOB_KEYS)
+JOBS = tuple(JOB_LEASES)
 MISFIRE_GRACE = 300  # seconds a run may start late (a busy loop, a suspended host) and still run
 RETENTION_BATCH = 10_000
 JOB_RUNS_KEPT = timedelta(days=30)
@@ -89,7 +89,7 @@ class Jobs:
     async def run(self, job: str, *, slot: datetime | None = None, hour: datetime | None = None,
                   backfill_only: bool = False) -> JobRun:
         """One run of ``job``; never raises for a database failure (the run is 'failed')."""
-        if job not in JOB_KEYS:
+        if job not in JOB_LEASES:
             raise ValueError(f"unknown job {job!r} (one of {', '.join(JOBS)})")
         body = self._body(job, hour=hour, backfill_only=backfill_only)
         started, t0 = self.clock(), time.monotonic()

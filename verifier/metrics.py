@@ -2,7 +2,8 @@
 
   /metrics  Prometheus text format, from a registry of our own
   /healthz  200 while the process and its event loop answer
-  /readyz   200 when the database answers and every active watcher is within its chain's
+  /readyz   200 when the database answers, every configured chain is watched (by this instance
+            or, as its lease shows, another) and every active watcher is within its chain's
             X402_<CHAIN>_MAX_LAG_BLOCKS of the head; 503 otherwise, with the reasons as JSON
 
 Chain figures are read, when scraped, from the status each watcher last published. Payments and
@@ -157,7 +158,8 @@ class Metrics:
 
     def _chain_readiness(self, w: WatcherStatus) -> dict[str, Any]:
         if not w.active:
-            return {"ok": True, "active": False}
+            # A standby proves nothing itself: ready only while another instance's lease is live.
+            return {"ok": w.watched, "active": False, "watched": w.watched}
         lag, limit = w.lag_blocks, self.chains[w.chain].max_lag_blocks
         if w.wrong_chain is not None:
             # No RPC endpoint serves the configured chain (a chain switch): not ready.

@@ -20,7 +20,6 @@ from tests.daemon import eventually
 from tests.db import data
 from tests.ops.harness import admin_query, job_runner
 from verifier import config, jobs
-from verifier.store import LOCK_KEYS
 
 HOUR = datetime(2025, 6, 10, 12, 0, tzinfo=UTC)  # the fixed "now" hour of the back-fill tests
 NOW = HOUR + timedelta(minutes=34, seconds=56)
@@ -73,9 +72,9 @@ async def test_a_run_while_another_instance_runs_the_job_is_skipped(conn, databa
         async with job_runner(database_url, instance="a") as a, \
                 job_runner(database_url, instance="b") as b:
             first = asyncio.create_task(a.run("cleanup"))
-            await eventually(lambda: admin_query(
-                database_url, "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND "
-                              "classid = 402 AND objid = 20 AND granted"))
+            await eventually(lambda: admin_query(  # a's run holds its lease row, waiting
+                database_url, "SELECT 1 FROM pg_stat_activity WHERE datname = "
+                              "current_database() AND wait_event_type = 'Lock'"))
             second = await b.run("cleanup")
             assert second.status == "skipped" and second.detail == {"reason": "running_elsewhere"}
             assert not first.done()
@@ -109,14 +108,15 @@ def jobs_cli(database_url: str, *args: str) -> subprocess.CompletedProcess:
 
 def test_jobs_run_cli_runs_once_under_the_same_lock(conn, database_url):
     pid = expired_payment(conn)
-    key = {"key": LOCK_KEYS["job:cleanup"]}
-    conn.execute("SELECT pg_advisory_lock(402, %(key)s)", key)  # as if a daemon ran cleanup
+    daemon = psycopg.connect(database_url)  # as if a daemon ran cleanup: its row is locked
+    daemon.execute("SELECT 1 FROM verifier.leases WHERE name = 'job:cleanup' FOR UPDATE")
     held = jobs_cli(database_url, "cleanup")
     assert held.returncode == 0, held.stderr
     assert json.loads(held.stdout) | {"seconds": 0} == {
         "job": "cleanup", "status": "skipped", "reason": "running_elsewhere", "seconds": 0}
     assert status_of(conn, pid) == "verified"
-    conn.execute("SELECT pg_advisory_unlock(402, %(key)s)", key)
+    daemon.rollback()
+    daemon.close()
 
     done = jobs_cli(database_url, "cleanup")
     assert done.returncode == 0, done.stderr

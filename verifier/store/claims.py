@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import psycopg
+from psycopg import sql
 
 from verifier.money import usdc_decimal_to_base_units as units_of
 from verifier.sqlfiles import queries
@@ -80,10 +81,14 @@ class ClaimSession:
 
 async def listen(conninfo: str) -> AsyncIterator[None]:
     """Yields once on connecting (to catch up on what came meanwhile), then once per
-    notification of a new claim; ends with DatabaseError when the connection is lost."""
+    notification of a new claim on the channel only the daemon can name (migration 008); ends
+    with DatabaseError when the connection is lost."""
     async with wrapped("listen for claims"), \
             await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
-        await conn.execute(queries("claims.sql")["listen_claims"])
+        q = queries("claims.sql")
+        row = await (await conn.execute(q["claim_channel"])).fetchone()
+        assert row is not None  # migration 008 writes it
+        await conn.execute(sql.SQL(q["listen_claims"]).format(channel=sql.Identifier(row[0])))
         yield
         async for _ in conn.notifies():
             yield

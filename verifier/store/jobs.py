@@ -46,7 +46,7 @@ async def _one(conn: psycopg.AsyncConnection, name: str, params: dict[str, Any])
 
 async def try_lock(conn: psycopg.AsyncConnection, job: str) -> bool:
     async with wrapped("job lock"):
-        return await locks.try_xact_lock(conn, f"job:{job}")
+        return await locks.try_job_lock(conn, job)
 
 
 async def slot_done(conn: psycopg.AsyncConnection, job: str, slot: datetime) -> bool:
