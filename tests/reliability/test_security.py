@@ -20,7 +20,9 @@ from tests.evm.chain import daemon_env, fresh_chain
 from tests.reliability.support import pay_many, proof
 from verifier import api
 from verifier.devnet.postgres import RestartablePostgres
-from verifier.devnet.soak import AUDIT
+from verifier.sqlfiles import queries
+
+AUDIT = queries("audit.sql")
 
 REPO = Path(__file__).resolve().parents[2]
 
