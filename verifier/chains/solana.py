@@ -9,6 +9,14 @@ each account's cursor, then fetches the new transactions oldest first with ``get
 batch and several batches at once under a bound; verifier.chains.solana_decode turns each into
 facts and verifier.rules judges them. An endpoint that refuses batches is asked one call per request.
 Failed transactions are listed with ``err`` set and are not fetched: they pay nothing.
+Paging goes on until an empty page or the cursor: a short page is not the end of history.
+
+An answer is read only if it is about the signature asked (``transaction.signatures[0]``);
+anything else is a retriable fault of that endpoint. A transaction that fails to read for a
+reason of its own (a final error such as -32015, null although listed, an unreadable shape,
+another signature's transaction) holds its account's cursor for ``quarantine_after`` polls,
+then is handed to the store in ``ScanResult.quarantine`` and the scan goes past it;
+``retry_quarantined`` reads such transactions again when the store says they are due.
 
 Cursor per account: position = slot, marker = the newest signature processed. A backlog larger
 than one step is handed back in several steps (``done=False``), each with the cursor of its last
