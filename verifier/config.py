@@ -76,6 +76,8 @@ class Config:
     analytics_cron: str = "5 * * * *"
     analytics_backfill_hours: int = 168
     usage_retention_days: int = 90
+    claim_retention_days: int = 30
+    claim_lookups_per_second: float = 20.0
     embedded_dir: Path = field(default_factory=lambda: Path("var"))
     log_format: Literal["auto", "json", "console"] = "auto"
 
@@ -103,6 +105,7 @@ class JobsConfig:
     analytics_backfill_hours: int
     usage_retention_days: int
     log_format: Literal["auto", "json", "console"]
+    claim_retention_days: int = 30
 
 
 def load_jobs(env: Mapping[str, str]) -> JobsConfig:
@@ -115,7 +118,12 @@ def load_jobs(env: Mapping[str, str]) -> JobsConfig:
         analytics_backfill_hours=_backfill_hours(r),
         usage_retention_days=_retention_days(r),
         log_format=r.choice("X402_LOG_FORMAT", ("auto", "json", "console"), "auto"),  # type: ignore[arg-type]
+        claim_retention_days=_claim_retention_days(r),
     )
+
+
+def _claim_retention_days(r: _Reader) -> int:
+    return r.integer("X402_CLAIM_RETENTION_DAYS", "30", minimum=1)
 
 
 def _backfill_hours(r: _Reader) -> int:
@@ -160,6 +168,8 @@ def load(env: Mapping[str, str]) -> Config:
         analytics_cron=r.cron("X402_ANALYTICS_CRON", "5 * * * *"),
         analytics_backfill_hours=_backfill_hours(r),
         usage_retention_days=_retention_days(r),
+        claim_retention_days=_claim_retention_days(r),
+        claim_lookups_per_second=r.number("X402_CLAIM_LOOKUPS_PER_SECOND", "20", minimum=0.1),
         embedded_dir=Path(r.get("X402_EMBEDDED_DIR") or "var"),
         log_format=r.choice("X402_LOG_FORMAT", ("auto", "json", "console"), "auto"),  # type: ignore[arg-type]
     )

@@ -16,6 +16,7 @@ from verifier.models import Transfer, TxFacts
 
 TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
 _WORD = re.compile(r"^0x[0-9a-fA-F]{64}$")
+_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 
 
 def topic_for(address: str) -> str:
@@ -81,7 +82,16 @@ def receipt_facts(chain: str, receipt: Any, tx_hash: str, token: str) -> TxFacts
     block_hash = receipt.get("blockHash")
     return TxFacts(chain, tx_hash, hex_quantity(receipt.get("blockNumber")),
                    block_hash.lower() if isinstance(block_hash, str) else None,
-                   failed=failed, transfers=transfers)
+                   failed=failed, transfers=transfers, signers=sender_of(receipt))
+
+
+def sender_of(answer: Any) -> tuple[str, ...]:
+    """The transaction's signer (``from``) of a receipt or eth_getTransactionByHash answer, as
+    a one-item tuple; () when the answer names none (it only narrows who may claim)."""
+    sender = answer.get("from") if isinstance(answer, dict) else None
+    if isinstance(sender, str) and _ADDRESS.match(sender):
+        return (sender.lower(),)
+    return ()
 
 
 def receipt_transfers(chain: str, logs: Any, token: str) -> list[Transfer]:

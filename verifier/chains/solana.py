@@ -29,6 +29,7 @@ import structlog
 
 from verifier import rules
 from verifier.addresses import canonical_tx_id
+from verifier.chains import solana_decode
 from verifier.chains.base import ScanResult
 from verifier.chains.solana_decode import TOKEN_PROGRAMS, newest_first_until, transaction_facts
 from verifier.chains.solana_keys import associated_token_address, verify_ed25519
@@ -332,9 +333,27 @@ class SolanaAdapter:
             tx = None
         view = await self.view()  # after the answer: the payment's slot is within it
         verdict = self._judge(tx, signature)
+        signers: tuple[str, ...] = ()
         if isinstance(verdict, Observed):
-            return Lookup(verdict, None, view)
-        return Lookup(None, verdict, view)
+            signers = tuple(solana_decode.signers(tx))  # readable: it was judged
+        if isinstance(verdict, Observed):
+            return Lookup(verdict, None, view, signers=signers)
+        return Lookup(None, verdict, view, signers=signers)
+
+    async def tx_signers(self, tx_hash: str) -> tuple[str, ...]:
+        """The transaction's required signers, fee payer first, for rules.accepted_signers. A
+        node that does not serve it (or serves another transaction) is retried."""
+        signature = canonical_tx_id(self.chain, tx_hash)
+        tx = await self._transaction(signature, listed=True)
+        try:
+            signed = (tx.get("transaction") or {}).get("signatures") or [None]
+            signers = tuple(solana_decode.signers(tx))
+        except (UnreadableAnswer, AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise RetriableRpcError(f"getTransaction {signature}: unreadable answer: {exc}") \
+                from exc
+        if signed[0] != signature or not signers:
+            raise RetriableRpcError(f"getTransaction {signature}: answered another transaction")
+        return signers
 
     def proof_offline(self, payer: str, message: str, proof: str | None) -> bool | None:
         """ed25519 needs no network: always settled here."""

@@ -52,6 +52,8 @@ class Store:
         async with wrapped("record scan"), self.pool.connection() as conn, conn.transaction():
             if found:
                 await conn.execute(self.q["upsert_payments"], self._payment_params(chain, found))
+                await conn.execute(self.q["wake_claims"], {
+                    "chain": chain, "tx_hash": [p.tx_hash for p, _ in found]})
             if blocks:
                 await conn.execute(self.q["remember_blocks"], {
                     "chain": chain,
@@ -146,8 +148,8 @@ class Store:
             row = await cur.fetchone()
         if row is None:
             return None
-        pid, status, sender, _payee, amount, _block, _bhash, _expires, claimed = row
-        return PaymentRow(pid, status, sender, units_of(amount), claimed)
+        pid, status, sender, _payee, amount, _block, _bhash, _expires, claimed, lapsed = row
+        return PaymentRow(pid, status, sender, units_of(amount), claimed, bool(lapsed))
 
     async def record_lookup(self, payment: Observed, verdict: Verdict) -> None:
         """A payment found on demand for a claim, written like the watcher writes it."""
