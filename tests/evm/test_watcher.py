@@ -158,9 +158,15 @@ async def test_reorg_behind_a_verified_payment_marks_it_reorged_and_revokes_its_
         d.reorg(4)  # deeper than the one confirmation the payment needed
         await eventually(lambda: status_of(database_url, tx) == "reorged")
     assert q(database_url, "SELECT count(*) FROM x402_tokens")[0][0] == 0
+    # The claim shows the revocation, and consume names it (not "unknown_token").
+    assert q(database_url, "SELECT status, reason FROM verifier.claims") == [
+        ("revoked", "payment_reorged")]
     with __import__("psycopg").connect(database_url, autocommit=True) as conn:
         use = api.consume(conn, token, "/x", "GET", 200)
-    assert not use.allowed and use.reason == "unknown_token"
+        again = api.submit_claim(conn, "base", tx, token_hash)
+    assert not use.allowed and use.reason == "payment_reorged"
+    assert (again.claim_id, again.status, again.reason) == (claim.claim_id, "revoked",
+                                                            "payment_reorged")
 
 
 async def _claim(url: str, tx: str, token_hash: str, proof: str | None = None):
