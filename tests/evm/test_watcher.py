@@ -259,3 +259,23 @@ async def test_safe_finality_follows_the_nodes_safe_tag(chain, database_url):
         d.mine(2)
         assert int(d.block("safe")["number"], 16) == block
         await eventually(lambda: status_of(database_url, tx) == "verified")
+
+
+async def test_a_payee_paying_another_payee_is_not_revenue(chain, database_url):
+    from tests.daemon import query as q
+
+    d = chain.devnet
+    own, stranger = d.accounts[8], d.accounts[4]
+    d.mint(own, 50_000_000)
+    d.mint(stranger, 5_000_000)
+    start = d.head() + 1  # after the mints (a mint to a payee is money received)
+    moved = d.transfer(own, PAYEE, 20_000_000)  # between two payment addresses
+    paid = d.transfer(stranger, PAYEE, 1_000_000)
+    d.mine(3)
+    env = daemon_env(chain.url, X402_BASE_PAYMENT_ADDRESS=f"{own.address},{PAYEE}",
+                     X402_BASE_START_BLOCK=str(start))
+    async with running_daemon(env, database_url):
+        await eventually(lambda: status_of(database_url, paid) == "verified")
+    assert status_of(database_url, moved) is None
+    assert q(database_url, "SELECT total_payments, total_amount_usdc::text "
+                           "FROM v_x402_stats_24h") == [(1, "1.000000")]
