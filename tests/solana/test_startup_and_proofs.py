@@ -101,3 +101,22 @@ async def test_lookup_rejects_a_malformed_signature(
     adapter = await make_adapter(payee)
     assert (await adapter.lookup("not-base58-0OIl")).reason == "malformed_tx_hash"
     assert node.calls["getTransaction"] == 0
+
+
+async def test_a_delegate_that_signed_the_transfer_may_claim_it(
+        node: SolanaServer, kit: TokenKit, payer: Keypair, payee: Keypair,
+        make_adapter: MakeAdapter) -> None:
+    delegate = kit.wallet()
+    sig = kit.delegated_transfer(payer, delegate, payee.pubkey(), 400_000)
+    adapter = await make_adapter(payee)
+    lookup = await adapter.lookup(sig)
+    assert lookup.payment is not None
+    assert lookup.payment.from_address == str(payer.pubkey())  # whose balance paid
+    signers = await adapter.tx_signers(sig)
+    assert signers == lookup.signers == (str(delegate.pubkey()),)
+    accepted = rules.accepted_signers(lookup.payment.from_address, signers)
+    assert accepted == (str(payer.pubkey()), str(delegate.pubkey()))
+    message = rules.claim_message("solana", sig, "ab" * 32)
+    by_delegate = str(delegate.sign_message(message.encode()))
+    assert [await adapter.verify_proof(who, message, by_delegate) for who in accepted] == [
+        False, True]
