@@ -93,11 +93,22 @@ UPDATE x402_payments p
 RETURNING p.id, p.tx_hash, p.status
 
 -- name: revoke_tokens
-DELETE FROM x402_tokens WHERE payment_id = ANY(%(payment_ids)s::bigint[])
+-- The tokens of reorged payments are deleted; their claims become 'revoked' with reason
+-- 'payment_reorged' and stay (until X402_CLAIM_RETENTION_DAYS) as the tombstone that
+-- verifier.consume_request reads to answer payment_reorged instead of unknown_token.
+WITH gone AS (
+    DELETE FROM x402_tokens WHERE payment_id = ANY(%(payment_ids)s::bigint[])
+    RETURNING token_hash
+)
+UPDATE verifier.claims c
+   SET status = 'revoked', reason = 'payment_reorged', decided_at = now(), updated_at = now()
+  FROM gone
+ WHERE c.token_hash = gone.token_hash AND c.status = 'issued'
 
 -- name: payment_by_tx
 SELECT id, status, from_address, to_address, amount_usdc, block_number, block_hash, expires_at,
-       EXISTS (SELECT 1 FROM x402_tokens t WHERE t.payment_id = p.id) AS claimed
+       EXISTS (SELECT 1 FROM x402_tokens t WHERE t.payment_id = p.id) AS claimed,
+       expires_at <= now() AS lapsed
   FROM x402_payments p
  WHERE tx_hash = %(tx_hash)s AND chain = %(chain)s
 
@@ -130,3 +141,11 @@ SELECT chain, account, signature, slot, reason, error_code, attempts
  WHERE chain = %(chain)s AND next_retry_at <= now()
  ORDER BY next_retry_at, signature
  LIMIT %(limit)s
+
+-- name: wake_claims
+-- Claims waiting (backed off) for transactions just recorded are due again at once: they are
+-- now decided from the database.
+UPDATE verifier.claims
+   SET next_attempt_at = now()
+ WHERE status = 'waiting' AND chain = %(chain)s AND tx_hash = ANY(%(tx_hash)s::text[])
+   AND next_attempt_at > now()

@@ -155,7 +155,8 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
     url = db.resolve_url(settings.database_url, settings.embedded_dir)
     run = asyncio.run(jobs.run_once(url, args.job, hour=args.hour,
                                     backfill_hours=settings.analytics_backfill_hours,
-                                    retention_days=settings.usage_retention_days))
+                                    retention_days=settings.usage_retention_days,
+                                    claim_retention_days=settings.claim_retention_days))
     _print({"job": run.job, "status": run.status, "seconds": round(run.seconds, 3),
             **run.detail})
     return EXIT_FAILURE if run.status == "failed" else EXIT_OK

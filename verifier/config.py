@@ -73,6 +73,8 @@ class Config:
     analytics_cron: str = "5 * * * *"
     analytics_backfill_hours: int = 168
     usage_retention_days: int = 90
+    claim_retention_days: int = 30
+    claim_lookups_per_second: float = 20.0
     embedded_dir: Path = field(default_factory=lambda: Path("var"))
     log_format: Literal["auto", "json", "console"] = "auto"
     source: str | None = None  # the X402_CONFIG_FILE it was read from, if any
@@ -113,6 +115,8 @@ def load(env: Mapping[str, str], *, chains: bool = True) -> Config:
         analytics_cron=r.cron("X402_ANALYTICS_CRON", "5 * * * *"),
         analytics_backfill_hours=r.integer("X402_ANALYTICS_BACKFILL_HOURS", "168", minimum=0),
         usage_retention_days=r.integer("X402_USAGE_RETENTION_DAYS", "90", minimum=1),
+        claim_retention_days=r.integer("X402_CLAIM_RETENTION_DAYS", "30", minimum=1),
+        claim_lookups_per_second=r.number("X402_CLAIM_LOOKUPS_PER_SECOND", "20", minimum=0.1),
         embedded_dir=Path(r.get("X402_EMBEDDED_DIR") or "var"),
         log_format=r.choice("X402_LOG_FORMAT", ("auto", "json", "console"), "auto"),  # type: ignore[arg-type]
         source=source,

@@ -20,7 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 from verifier import jobs, migrate
 from verifier.chains import open_adapter
 from verifier.chains.base import ChainAdapter
-from verifier.claims import ClaimProcessor, WorkerPool
+from verifier.claims import ClaimProcessor, Lookups, WorkerPool
 from verifier.config import ChainConfig, Config
 from verifier.errors import DatabaseError, MigrationError, VerifierError
 from verifier.metrics import Metrics, MetricsServer, serve
@@ -74,7 +74,9 @@ class Daemon:
                                 lease_conninfo=conninfo, poll_interval=config.poll_interval)
                         for name, chain_cfg in config.chains.items()]
             claims = ClaimProcessor(store, adapters, policy,
-                                    recheck=timedelta(seconds=max(config.poll_interval, 0.2)))
+                                    recheck=timedelta(seconds=max(config.poll_interval, 0.2)),
+                                    lookups=Lookups(max(1, config.workers // 2),
+                                                    config.claim_lookups_per_second))
             server = None
             if config.metrics_addr is not None:
                 server = await serve(metrics, *config.metrics_addr)
@@ -111,7 +113,9 @@ class Daemon:
         """Scheduled jobs, the metrics queries, and systemd's READY=1 then its watchdog."""
         cfg, metrics = self.config, self.metrics
         runner = jobs.Jobs(self.pool, backfill_hours=cfg.analytics_backfill_hours,
-                           retention_days=cfg.usage_retention_days, on_run=metrics.job_finished)
+                           retention_days=cfg.usage_retention_days,
+                           claim_retention_days=cfg.claim_retention_days,
+                           on_run=metrics.job_finished)
         scheduler = jobs.JobScheduler(runner, jobs.triggers_of(cfg))
         limit = stall_limit(self.notifier, cfg.poll_interval)
         self.notifier.ready(f"running: {', '.join(self.adapters)}")

@@ -7,7 +7,9 @@ ran is skipped too, so N daemons on one schedule run each job once per slot. Eve
 or not, is logged with its duration and recorded in verifier.job_runs.
 
 The jobs:
-  cleanup    cleanup_expired_x402_payments(); job_runs older than 30 days are pruned.
+  cleanup    cleanup_expired_x402_payments(); job_runs older than 30 days are pruned; decided
+             claims (issued, rejected, expired, revoked) older than X402_CLAIM_RETENTION_DAYS
+             are deleted, except one whose token still exists.
   analytics  update_x402_analytics() for the previous UTC hour and for every hour of the last
              X402_ANALYTICS_BACKFILL_HOURS that x402_analytics lacks a row of (any chain);
              at daemon start, only the missing hours (the back-fill); with --hour, that hour.
@@ -80,6 +82,7 @@ class Jobs:
     pool: AsyncConnectionPool
     backfill_hours: int
     retention_days: int
+    claim_retention_days: int = 30
     batch_size: int = RETENTION_BATCH
     clock: Callable[[], datetime] = utc_now
     instance: str = field(default_factory=default_instance)
@@ -144,7 +147,9 @@ class Jobs:
 
     async def _cleanup(self, conn: psycopg.AsyncConnection) -> dict[str, Any]:
         expired, pruned = await sql.cleanup(conn, self.clock() - JOB_RUNS_KEPT)
-        return {"expired": expired, "job_runs_pruned": pruned}
+        claims = await sql.prune_claims(
+            conn, self.clock() - timedelta(days=self.claim_retention_days))
+        return {"expired": expired, "job_runs_pruned": pruned, "claims_pruned": claims}
 
     async def missing_hours(self, conn: psycopg.AsyncConnection) -> list[datetime]:
         return await sql.missing_analytics_hours(conn, self.clock(), self.backfill_hours)
@@ -271,7 +276,7 @@ class JobScheduler:
 
 
 async def run_once(url: str, job: str, *, backfill_hours: int, retention_days: int,
-                   hour: datetime | None = None) -> JobRun:
+                   hour: datetime | None = None, claim_retention_days: int = 30) -> JobRun:
     """One run for cron or a systemd timer, under the same lock as the daemon's runs."""
     pool = AsyncConnectionPool(url, min_size=1, max_size=2, kwargs={"autocommit": True},
                                open=False)
@@ -280,7 +285,8 @@ async def run_once(url: str, job: str, *, backfill_hours: int, retention_days: i
     except Exception as exc:
         raise DatabaseError(f"cannot connect to the database: {exc}") from exc
     try:
-        jobs = Jobs(pool, backfill_hours=backfill_hours, retention_days=retention_days)
+        jobs = Jobs(pool, backfill_hours=backfill_hours, retention_days=retention_days,
+                    claim_retention_days=claim_retention_days)
         return await jobs.run(job, hour=hour)
     finally:
         await pool.close()

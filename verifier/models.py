@@ -50,7 +50,8 @@ class TxFacts:
     """Everything one transaction did that the rules read, decoded from a chain's answer.
 
     EVM fills ``transfers`` (its Transfer logs); Solana fills ``balances`` and ``moves``.
-    ``signers`` lists the transaction's signers, fee payer first (Solana)."""
+    ``signers`` lists the transaction's signers: EVM ``tx.from`` (from a receipt; a log carries
+    none); Solana its required signers, fee payer first."""
 
     chain: str
     tx_hash: str
@@ -115,6 +116,7 @@ class Lookup:
     payment: Observed | None
     reason: Reason | None
     view: ChainView | None = None
+    signers: tuple[str, ...] = ()  # the transaction's signers (TxFacts.signers), when read
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Literal, get_args
 
 PaymentStatus = Literal["pending", "verified", "used", "expired", "underpaid", "reorged"]
-ClaimStatus = Literal["waiting", "issued", "rejected", "expired"]
+# revoked: issued, then its payment was reorged (reason payment_reorged; the token is gone).
+ClaimStatus = Literal["waiting", "issued", "rejected", "expired", "revoked"]
 
 # Why a transaction pays nothing, in the order rules.judge_transaction tries them.
 NotPaid = Literal["not_found", "failed_tx", "wrong_token", "wrong_recipient", "no_transfer"]

@@ -54,6 +54,28 @@ async def test_cleanup_runs_once_and_is_recorded(conn, database_url):
             in runs(conn)] == [("cleanup", None, "ok", 1, "a"), ("cleanup", None, "ok", 0, "a")]
 
 
+async def test_cleanup_deletes_decided_claims_older_than_the_retention(conn, database_url):
+    def claim(status: str, age_days: float, token: str | None = None) -> str:
+        token_hash = data.token_hash(token or f"claim-{status}-{age_days}")
+        conn.execute(
+            "INSERT INTO verifier.claims (chain, tx_hash, token_hash, status, decided_at) "
+            "VALUES ('base', %(tx)s, %(h)s, %(s)s, "
+            "        CASE WHEN %(s)s <> 'waiting' THEN now() - %(age)s * interval '1 day' END)",
+            {"tx": "0x" + token_hash, "h": token_hash, "s": status, "age": age_days})
+        return token_hash
+
+    old = {claim(s, 31) for s in ("issued", "rejected", "expired", "revoked")}
+    kept = {claim("rejected", 29), claim("waiting", 0)}
+    live = data.token(conn, data.payment(conn), name="long-lived")  # its claim stays
+    kept.add(claim("issued", 31, token="long-lived"))
+    assert live in kept
+    async with job_runner(database_url, instance="a", claim_retention_days=30) as runner:
+        run = await runner.run("cleanup")
+    assert (run.status, run.detail["claims_pruned"]) == ("ok", len(old))
+    left = {h for (h,) in conn.execute("SELECT token_hash FROM verifier.claims").fetchall()}
+    assert left == kept
+
+
 async def test_a_failing_job_is_recorded_as_failed_and_not_raised(conn, database_url):
     conn.execute("ALTER FUNCTION cleanup_expired_x402_payments() RENAME TO gone_for_the_test")
     async with job_runner(database_url, instance="a") as runner:

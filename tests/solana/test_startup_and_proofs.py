@@ -159,3 +159,21 @@ def adapter_view(slot: int):
     from verifier.models import ChainView
 
     return ChainView(head=slot, final=slot)
+
+async def test_a_delegate_that_signed_the_transfer_may_claim_it(
+        node: SolanaServer, kit: TokenKit, payer: Keypair, payee: Keypair,
+        make_adapter: MakeAdapter) -> None:
+    delegate = kit.wallet()
+    sig = kit.delegated_transfer(payer, delegate, payee.pubkey(), 400_000)
+    adapter = await make_adapter(payee)
+    lookup = await adapter.lookup(sig)
+    assert lookup.payment is not None
+    assert lookup.payment.from_address == str(payer.pubkey())  # whose balance paid
+    signers = await adapter.tx_signers(sig)
+    assert signers == lookup.signers == (str(delegate.pubkey()),)
+    accepted = rules.accepted_signers(lookup.payment.from_address, signers)
+    assert accepted == (str(payer.pubkey()), str(delegate.pubkey()))
+    message = rules.claim_message("solana", sig, "ab" * 32)
+    by_delegate = str(delegate.sign_message(message.encode()))
+    assert [await adapter.verify_proof(who, message, by_delegate) for who in accepted] == [
+        False, True]

@@ -46,6 +46,10 @@ class ChainAdapter(Protocol):
     async def lookup(self, tx_hash: str) -> Lookup:
         """One transaction looked up on demand (for a claim)."""
 
+    async def tx_signers(self, tx_hash: str) -> tuple[str, ...]:
+        """Who signed the transaction (EVM ``tx.from``; Solana its required signers), for
+        rules.accepted_signers; raises RetriableRpcError when the node does not serve it."""
+
     def proof_offline(self, payer: str, message: str, proof: str | None) -> bool | None:
         """The proof's verdict when local cryptography settles it; None when the chain must be
         asked (e.g. an EVM contract wallet's EIP-1271)."""

@@ -32,7 +32,14 @@ from verifier.rpc.failover import Endpoint
 
 from . import evm_signatures
 from .base import ScanResult
-from .evm_decode import TRANSFER_TOPIC, hex_quantity, logged_transfers, receipt_facts, topic_for
+from .evm_decode import (
+    TRANSFER_TOPIC,
+    hex_quantity,
+    logged_transfers,
+    receipt_facts,
+    sender_of,
+    topic_for,
+)
 
 GROW_AFTER = 3  # successful getLogs calls before the range doubles again
 BLOCK_BATCH = 100
@@ -206,8 +213,20 @@ class EvmAdapter:
             raise RetriableRpcError(str(exc)) from exc
         verdict = rules.judge_transaction(facts, self.cfg.payment_addresses, self.cfg.usdc)
         if isinstance(verdict, Observed):
-            return Lookup(verdict, None, await self.view())
-        return Lookup(None, verdict)
+            return Lookup(verdict, None, await self.view(), signers=facts.signers)
+        return Lookup(None, verdict, signers=facts.signers)
+
+    async def tx_signers(self, tx_hash: str) -> tuple[str, ...]:
+        """Who signed the transaction (``tx.from``), for rules.accepted_signers. A node without
+        the transaction, or answering for another one, is retried: never "nobody signed"."""
+        tx = await self.rpc.request("eth_getTransactionByHash", [tx_hash])
+        if not isinstance(tx, dict) or str(tx.get("hash", "")).lower() != tx_hash:
+            raise RetriableRpcError(f"{self.chain}: eth_getTransactionByHash {tx_hash} answered "
+                                    "no such transaction")
+        signers = sender_of(tx)
+        if not signers:
+            raise RetriableRpcError(f"{self.chain}: transaction {tx_hash} has no readable from")
+        return signers
 
     async def _receipt_on(self, endpoint: Endpoint, tx_hash: str) -> Any:
         """The receipt, its block hash checked against its block on the same endpoint."""

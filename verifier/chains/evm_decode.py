@@ -21,6 +21,8 @@ _WORD = re.compile(r"^0x[0-9a-fA-F]{64}$")
 # would be lost.
 MAX_USDC_UNITS = 10**18
 
+_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+
 
 def topic_for(address: str) -> str:
     return "0x" + "0" * 24 + address[2:]
@@ -92,7 +94,16 @@ def receipt_facts(chain: str, receipt: Any, tx_hash: str, token: str) -> TxFacts
     block_hash = receipt.get("blockHash")
     return TxFacts(chain, tx_hash, hex_quantity(receipt.get("blockNumber")),
                    block_hash.lower() if isinstance(block_hash, str) else None,
-                   failed=failed, transfers=transfers)
+                   failed=failed, transfers=transfers, signers=sender_of(receipt))
+
+
+def sender_of(answer: Any) -> tuple[str, ...]:
+    """The transaction's signer (``from``) of a receipt or eth_getTransactionByHash answer, as
+    a one-item tuple; () when the answer names none (it only narrows who may claim)."""
+    sender = answer.get("from") if isinstance(answer, dict) else None
+    if isinstance(sender, str) and _ADDRESS.match(sender):
+        return (sender.lower(),)
+    return ()
 
 
 def receipt_transfers(chain: str, logs: Any, token: str) -> list[Transfer]:

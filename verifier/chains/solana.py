@@ -489,9 +489,19 @@ class SolanaAdapter:
             facts = None
         view = await self.view()  # after the answer: the payment's slot is within it
         verdict = self._judge(facts)
+        signers = facts.signers if facts is not None else ()
         if isinstance(verdict, Observed):
-            return Lookup(verdict, None, view)
-        return Lookup(None, verdict, view)
+            return Lookup(verdict, None, view, signers=signers)
+        return Lookup(None, verdict, view, signers=signers)
+
+    async def tx_signers(self, tx_hash: str) -> tuple[str, ...]:
+        """The transaction's required signers, fee payer first, for rules.accepted_signers. A
+        node that does not serve it (or serves another transaction) is retried."""
+        signature = canonical_tx_id(self.chain, tx_hash)
+        facts = await self._transaction(signature, listed=True)  # checked: the one asked for
+        if facts is None or not facts.signers:
+            raise RetriableRpcError(f"getTransaction {signature}: no signers in the answer")
+        return facts.signers
 
     def proof_offline(self, payer: str, message: str, proof: str | None) -> bool | None:
         """ed25519 needs no network: always settled here."""

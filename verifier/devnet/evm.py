@@ -325,7 +325,7 @@ class EvmDevnet:
         return str(self.rpc("eth_getCode", address.lower(), "latest"))
 
     def helper(self, name: str) -> str:
-        """A shared instance of a stateless helper contract (Batcher, Reverter).
+        """A shared instance of a stateless helper contract (Batcher, Reverter, Router).
 
         Deployed on first use and redeployed if a revert or reorg removed it.
         """
@@ -427,6 +427,31 @@ class EvmDevnet:
              [amount for _, amount in payments]],
         )  # fmt: skip
         return self._mined_ok(self.send({"from": address_of(payer), "to": batcher, "data": data}))
+
+    def pull_many(
+        self, caller: Sender, senders: Sequence[tuple[Sender, int]], to: Sender,
+        token: str | None = None,
+    ) -> str:
+        """One transaction, sent by `caller`, moving each (sender, amount) straight to `to`
+        through the Router (each sender approves it first)."""
+        router = self.helper("Router")
+        for sender, amount in senders:
+            self.approve(sender, router, amount, token)
+        data = call_data(
+            "pullMany(address,address[],address,uint256[])",
+            ["address", "address[]", "address", "uint256[]"],
+            [self._token(token), [address_of(s) for s, _ in senders], address_of(to),
+             [amount for _, amount in senders]],
+        )  # fmt: skip
+        return self._mined_ok(self.send({"from": address_of(caller), "to": router, "data": data}))
+
+    def forward_pay(self, payer: Sender, to: Sender, amount: int, token: str | None = None) -> str:
+        """`payer` pays `to` through the Router: the payee's Transfer log is from the router."""
+        router = self.helper("Router")
+        self.approve(payer, router, amount, token)
+        data = call_data("forward(address,address,uint256)", ["address", "address", "uint256"],
+                         [self._token(token), address_of(to), amount])  # fmt: skip
+        return self._mined_ok(self.send({"from": address_of(payer), "to": router, "data": data}))
 
     def reverted_payment(
         self, payer: Sender, to: Sender, amount: int, token: str | None = None

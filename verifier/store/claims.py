@@ -25,6 +25,7 @@ class PaymentRow:
     from_address: str
     amount: int
     claimed: bool
+    lapsed: bool = False  # past its expires_at (whatever its status says yet)
 
 
 @dataclass(frozen=True)
@@ -46,13 +47,17 @@ class ClaimSession:
         self.conn = conn
         self.q = q
 
-    async def lock_next(self) -> Claim | None:
-        row = await (await self.conn.execute(self.q["lock_claim"])).fetchone()
+    async def lock_next(self, *, recorded_only: bool = False) -> Claim | None:
+        """The next due claim, those whose payment is recorded first; with ``recorded_only``,
+        only those."""
+        query = self.q["lock_recorded_claim" if recorded_only else "lock_claim"]
+        row = await (await self.conn.execute(query)).fetchone()
         if row is None:
             return None
         cid, chain, tx_hash, token_hash, proof, attempts, age = row[:7]
-        pid, status, sender, amount, claimed = row[7:]
-        payment = PaymentRow(pid, status, sender, units_of(amount), claimed) if pid else None
+        pid, status, sender, amount, claimed, lapsed = row[7:]
+        payment = (PaymentRow(pid, status, sender, units_of(amount), claimed, bool(lapsed))
+                   if pid else None)
         return Claim(cid, chain, tx_hash, token_hash, proof, attempts, age, payment)
 
     async def lease(self, claim: Claim, lease: timedelta) -> None:

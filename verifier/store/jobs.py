@@ -85,3 +85,10 @@ async def archive_usage_batch(pool: AsyncConnectionPool, before: datetime, batch
     async with wrapped("archive usage"), pool.connection() as conn:
         return int(await _one(conn, "archive_usage_batch", {"before": before, "batch": batch})
                    or 0)
+
+
+async def prune_claims(conn: psycopg.AsyncConnection, before: datetime) -> int:
+    """Deletes claims decided before ``before`` (never one whose token still exists)."""
+    async with wrapped("prune claims"):
+        cur = await conn.execute(_q()["prune_claims"], {"before": before})
+    return cur.rowcount

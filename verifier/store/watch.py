@@ -86,6 +86,9 @@ class Store:
             set_aside = await _each_or_all(
                 conn, self.q["upsert_payments"], found,
                 lambda rows: self._payment_params(chain, rows), lambda row: row[0].tx_hash)
+            if found:
+                await conn.execute(self.q["wake_claims"], {
+                    "chain": chain, "tx_hash": [p.tx_hash for p, _ in found]})
             if blocks:
                 await conn.execute(self.q["remember_blocks"], {
                     "chain": chain,
@@ -196,8 +199,8 @@ class Store:
             row = await cur.fetchone()
         if row is None:
             return None
-        pid, status, sender, _payee, amount, _block, _bhash, _expires, claimed = row
-        return PaymentRow(pid, status, sender, units_of(amount), claimed)
+        pid, status, sender, _payee, amount, _block, _bhash, _expires, claimed, lapsed = row
+        return PaymentRow(pid, status, sender, units_of(amount), claimed, bool(lapsed))
 
     async def record_lookup(self, payment: Observed, verdict: Verdict) -> None:
         """A payment found on demand for a claim, written like the watcher writes it."""
