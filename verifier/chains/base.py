@@ -50,7 +50,8 @@ class ChainAdapter(Protocol):
         """True when `proof` is the payer's signature over the claim message."""
 
     def rpc_stats(self) -> list[tuple[str, dict[str, int]]]:
-        """(endpoint URL, counters such as requests and errors) per RPC endpoint so far, for
+        """(endpoint name, as verifier.redact.name gives it: never the URL, which may carry a
+        key; counters such as requests and errors) per RPC endpoint so far, for
         the totals the daemon logs when it stops."""
 
     async def close(self) -> None: ...

@@ -52,7 +52,7 @@ class EvmAdapter:
         self._payee_topics = [topic_for(a) for a in cfg.payment_addresses]
 
     def rpc_stats(self) -> list[tuple[str, dict[str, int]]]:
-        return [(e.url, dict(e.stats)) for e in self.rpc.endpoints]
+        return [(e.name, dict(e.stats)) for e in self.rpc.endpoints]
 
     async def close(self) -> None:
         await self.rpc.close()
@@ -64,13 +64,13 @@ class EvmAdapter:
                 chain_id = _int(await self.rpc.pool.call_on(
                     endpoint, "eth_chainId", lambda e: self.rpc.request_on(e, "eth_chainId", [])))
             except RpcError as exc:
-                log.warning("rpc_unreachable_at_start", chain=self.chain, endpoint=endpoint.url,
+                log.warning("rpc_unreachable_at_start", chain=self.chain, endpoint=endpoint.name,
                             error=str(exc))
                 continue
             reachable += 1
             if chain_id != self.cfg.chain_id:
                 raise ConfigError(
-                    f"X402_{self.chain.upper()}_RPC_URLS: {endpoint.url} is on chain id {chain_id},"
+                    f"X402_{self.chain.upper()}_RPC_URLS: {endpoint.name} is on chain id {chain_id},"
                     f" expected {self.cfg.chain_id} (X402_{self.chain.upper()}_CHAIN_ID)"
                 )
         if not reachable:
@@ -219,7 +219,7 @@ class EvmAdapter:
             answer = await self.rpc.request_on(endpoint, method, params)
             if not isinstance(answer, str) or not answer.startswith("0x"):
                 raise RetriableRpcError(f"{method}: answered {answer!r:.80} instead of hex data",
-                                        endpoint=endpoint.url)
+                                        endpoint=endpoint.name)
             return answer
 
         return await self.rpc.pool.call(method, op)

@@ -107,7 +107,7 @@ class SolanaAdapter:
         USDC mint exists there, owned by a token program, with 6 decimals."""
         genesis: dict[str, str] = {}
         for endpoint in self.rpc.endpoints:
-            genesis[endpoint.url] = await self._check_endpoint(endpoint)
+            genesis[endpoint.name] = await self._check_endpoint(endpoint)
         first_url, first_hash = next(iter(genesis.items()))
         for url, value in genesis.items():
             if value != first_hash:
@@ -117,7 +117,7 @@ class SolanaAdapter:
         self.accounts = self._watched()
 
     async def _check_endpoint(self, endpoint: Endpoint) -> str:
-        name = f"X402_SOLANA_RPC_URLS: {endpoint.url}"
+        name = f"X402_SOLANA_RPC_URLS: {endpoint.name}"
 
         async def ask(method: str, params: list[Any] | None = None) -> Any:
             # Retried on this endpoint: a passing fault must not refuse the start.
@@ -130,7 +130,7 @@ class SolanaAdapter:
             except RetriableRpcError as exc:
                 if exc.code != -32005:
                     raise
-                log.warning("solana_node_behind", endpoint=endpoint.url, error=str(exc))
+                log.warning("solana_node_behind", endpoint=endpoint.name, error=str(exc))
                 health = "ok"
             genesis = await ask("getGenesisHash")
             account = await ask("getAccountInfo", [self.mint, {"encoding": "base64",
@@ -302,7 +302,7 @@ class SolanaAdapter:
             if tx is None and listed:
                 # Listed as finalized yet not served: this node is behind. Not yet, not "not paid".
                 raise RetriableRpcError(f"getTransaction {signature}: null for a listed "
-                                        "signature", endpoint=endpoint.url)
+                                        "signature", endpoint=endpoint.name)
             return tx
 
         return await self.rpc.pool.call("getTransaction", op)
@@ -351,7 +351,7 @@ class SolanaAdapter:
         return verify_ed25519(payer, raw, proof)
 
     def rpc_stats(self) -> list[tuple[str, dict[str, int]]]:
-        return [(e.url, dict(e.stats)) for e in self.rpc.endpoints]
+        return [(e.name, dict(e.stats)) for e in self.rpc.endpoints]
 
     async def close(self) -> None:
         await self.rpc.close()

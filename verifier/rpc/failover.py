@@ -18,6 +18,7 @@ import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_exponential_jitter
 
+from verifier import redact
 from verifier.errors import RetriableRpcError, RpcError
 
 T = TypeVar("T")
@@ -34,6 +35,17 @@ class Endpoint:
     # Filled by the owner: per-endpoint client objects (a web3 instance, an HTTP session...).
     client: object = None
     stats: dict[str, int] = field(default_factory=lambda: {"requests": 0, "errors": 0})
+
+    @property
+    def name(self) -> str:
+        """'#<position> scheme://host[:port]': how logs and errors name it (never the URL,
+        which may carry an API key or a password)."""
+        return redact.name(self.rank, self.url)
+
+    @property
+    def label(self) -> str:
+        """'<rank>:host[:port]': its metrics label."""
+        return redact.label(self.rank, self.url)
 
     def available(self, now: float) -> bool:
         return now >= self.cooling_until
@@ -68,6 +80,7 @@ class EndpointPool:
             raise ValueError("at least one RPC URL is needed")
         self.chain = chain
         self.policy = policy or RetryPolicy()
+        redact.remember(urls)
         self.endpoints = [
             Endpoint(url, rank, asyncio.Semaphore(concurrency)) for rank, url in enumerate(urls)
         ]
@@ -119,11 +132,11 @@ class EndpointPool:
                 result = await op(endpoint)
         except RpcError as exc:
             error = exc
-            exc.endpoint = exc.endpoint or endpoint.url
+            exc.endpoint = exc.endpoint or endpoint.name
             endpoint.stats["errors"] += 1
             if exc.retriable:
                 self._cool(endpoint)
-                log.warning("rpc_retriable_error", chain=self.chain, endpoint=endpoint.url,
+                log.warning("rpc_retriable_error", chain=self.chain, endpoint=endpoint.name,
                             call=what, error=str(exc))
             raise
         else:
