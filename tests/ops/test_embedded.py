@@ -92,7 +92,7 @@ def test_data_and_socket_are_private_and_parents_keep_their_modes(base):
 def test_a_parent_closed_to_the_server_user_is_refused_not_opened(base):
     base.chmod(0o700)
     root = base / "embedded"
-    with pytest.raises(ConfigError, match="X402_EMBEDDED_DIR: .*cannot reach"):
+    with pytest.raises(ConfigError, match=r"X402_EMBEDDED_DIR: .*cannot reach"):
         embedded.start(root)
     assert mode(base) == 0o700
     assert not (root / "pgdata").exists()
