@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 from verifier import embedded
 from verifier.errors import ConfigError
 
+REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
 
 
@@ -116,3 +118,20 @@ def test_a_long_path_keeps_its_socket_in_a_private_directory(base):
     finally:
         embedded.stop(root)
     assert not sockets.exists()
+
+
+def test_the_server_stops_only_when_the_last_process_lets_it_go(base):
+    root = base / "shared"
+    url = embedded.start(root)
+    try:
+        joined = subprocess.run(
+            [sys.executable, "-c", "import sys; from pathlib import Path; "
+             "from verifier import embedded; print(embedded.start(Path(sys.argv[1])))",
+             str(root)], capture_output=True, text=True, timeout=120, cwd=REPO)
+        assert joined.returncode == 0, joined.stderr
+        assert joined.stdout.strip() == url  # the same server, joined
+        with psycopg.connect(url) as conn:  # still up after the other process exited
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        embedded.stop(root)
+    assert not (root / "pgdata" / "postmaster.pid").exists()
