@@ -15,6 +15,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Literal
 
+from verifier import redact
 from verifier.addresses import canonical_evm_address, canonical_solana_address
 from verifier.errors import ConfigError
 from verifier.money import base_units_to_usdc, usdc_to_base_units
@@ -161,7 +162,8 @@ def _chain(r: _Reader, name: str) -> ChainConfig:
         raise ConfigError(f"{p}RPC_URLS: required for chain {name} (comma-separated URLs)")
     for url in urls:
         if not url.startswith(("http://", "https://")):
-            raise ConfigError(f"{p}RPC_URLS: {url!r} is not an http(s) URL")
+            raise ConfigError(f"{p}RPC_URLS: {redact.origin(url)!r} is not an http(s) URL")
+    redact.remember(urls)
     canon = canonical_evm_address if d.kind == "evm" else canonical_solana_address
     payees = tuple(r.convert(p + "PAYMENT_ADDRESS", a, canon) for a in r.list(p + "PAYMENT_ADDRESS"))
     if not payees:

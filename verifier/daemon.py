@@ -157,8 +157,8 @@ async def _chain(opened: contextlib.AsyncExitStack, cfg: ChainConfig,
 
 
 async def _close_chain(name: str, adapter: ChainAdapter) -> None:
-    for url, stats in adapter.rpc_stats():
-        log.info("rpc_totals", chain=name, endpoint=url, **stats)
+    for endpoint, stats in adapter.rpc_stats():  # named '#1 https://host', never the URL
+        log.info("rpc_totals", chain=name, endpoint=endpoint, **stats)
     with contextlib.suppress(Exception):
         await adapter.close()
 

@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from verifier import config as config_mod
-from verifier import db, migrate
+from verifier import db, migrate, redact
 from verifier.errors import ConfigError, DatabaseError, MigrationError, VerifierError
 from verifier.store import ledger, reports
 
@@ -32,7 +32,8 @@ class Check:
     detail: str
 
     def line(self, width: int) -> str:
-        detail = " ".join(self.detail.split())  # one line per check, whatever the error says
+        # One line per check whatever the error says, and no credential in it.
+        detail = redact.scrub(" ".join(self.detail.split()))
         return f"{'OK' if self.ok else 'FAIL':<4}  {self.name:<{width}}  {detail}"
 
 
@@ -67,8 +68,8 @@ def diagnose(env: Mapping[str, str]) -> Iterator[Check]:
         yield _migrations(url)
     if cfg is not None:
         for chain in cfg.chains.values():
-            for rpc_url in chain.rpc_urls:
-                yield asyncio.run(_endpoint(chain, rpc_url))
+            for rank, rpc_url in enumerate(chain.rpc_urls):
+                yield asyncio.run(_endpoint(chain, rank, rpc_url))
 
 
 def _describe_config(cfg: config_mod.Config) -> str:
@@ -110,8 +111,11 @@ def _migrations(url: str) -> Check:
     return Check("migrations", True, f"{len(applied)} applied, none pending, none edited")
 
 
-async def _endpoint(chain: config_mod.ChainConfig, url: str) -> Check:
+async def _endpoint(chain: config_mod.ChainConfig, rank: int, url: str) -> Check:
+    """One endpoint's verdict, naming it '#<position> scheme://host[:port]' (never the URL:
+    it may carry a key or a password)."""
     name = f"rpc {chain.name}"
+    where = redact.name(rank, url)
     try:
         async with asyncio.timeout(RPC_TIMEOUT):
             if chain.kind == "evm":
@@ -119,12 +123,12 @@ async def _endpoint(chain: config_mod.ChainConfig, url: str) -> Check:
             else:
                 detail = await _solana_endpoint(chain, url)
     except TimeoutError:
-        return Check(name, False, f"{url}: no answer within {RPC_TIMEOUT:.0f}s")
+        return Check(name, False, f"{where}: no answer within {RPC_TIMEOUT:.0f}s")
     except VerifierError as exc:
-        return Check(name, False, f"{url}: {exc}")
+        return Check(name, False, f"{where}: {exc}")
     except (ValueError, TypeError) as exc:  # an answer that is not what the method returns
-        return Check(name, False, f"{url}: unexpected answer: {exc}")
-    return Check(name, not detail.startswith("!"), f"{url}: {detail.removeprefix('!')}")
+        return Check(name, False, f"{where}: unexpected answer: {exc}")
+    return Check(name, not detail.startswith("!"), f"{where}: {detail.removeprefix('!')}")
 
 
 async def _evm_endpoint(chain: config_mod.ChainConfig, url: str) -> str:

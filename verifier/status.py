@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from verifier import redact
 from verifier.config import ChainConfig
 from verifier.errors import VerifierError
 from verifier.store import reports
@@ -82,7 +83,7 @@ async def _head(cfg: ChainConfig) -> int | str:
             finally:
                 await adapter.close()
     except (VerifierError, TimeoutError, OSError) as exc:
-        return f"{exc.__class__.__name__}: {exc}".strip()
+        return redact.scrub(f"{exc.__class__.__name__}: {exc}".strip())
 
 
 def show(url: str, chains: Mapping[str, ChainConfig], *, as_json: bool = False) -> int:

@@ -59,7 +59,8 @@ class ChainAdapter(Protocol):
         when the chain could not be asked: that is never a False."""
 
     def rpc_stats(self) -> list[tuple[str, dict[str, int]]]:
-        """(endpoint URL, counters such as requests and errors) per RPC endpoint so far, for
+        """(endpoint name, as verifier.redact.name gives it: never the URL, which may carry a
+        key; counters such as requests and errors) per RPC endpoint so far, for
         the totals the daemon logs when it stops."""
 
     async def close(self) -> None: ...

@@ -60,7 +60,7 @@ class EvmAdapter:
         self._payee_topics = [topic_for(a) for a in cfg.payment_addresses]
 
     def rpc_stats(self) -> list[tuple[str, dict[str, int]]]:
-        return [(e.url, dict(e.stats)) for e in self.rpc.endpoints]
+        return [(e.name, dict(e.stats)) for e in self.rpc.endpoints]
 
     async def close(self) -> None:
         await self.rpc.close()
@@ -72,13 +72,13 @@ class EvmAdapter:
                 chain_id = _int(await self.rpc.pool.call_on(
                     endpoint, "eth_chainId", lambda e: self.rpc.request_on(e, "eth_chainId", [])))
             except RpcError as exc:
-                log.warning("rpc_unreachable_at_start", chain=self.chain, endpoint=endpoint.url,
+                log.warning("rpc_unreachable_at_start", chain=self.chain, endpoint=endpoint.name,
                             error=str(exc))
                 continue
             reachable += 1
             if chain_id != self.cfg.chain_id:
                 raise ConfigError(
-                    f"X402_{self.chain.upper()}_RPC_URLS: {endpoint.url} is on chain id {chain_id},"
+                    f"X402_{self.chain.upper()}_RPC_URLS: {endpoint.name} is on chain id {chain_id},"
                     f" expected {self.cfg.chain_id} (X402_{self.chain.upper()}_CHAIN_ID)"
                 )
         if not reachable:
@@ -152,7 +152,7 @@ class EvmAdapter:
         try:
             transfers = logged_transfers(self.chain, logs, first, last)
         except UnreadableAnswer as exc:
-            raise RetriableRpcError(str(exc), endpoint=endpoint.url) from exc
+            raise RetriableRpcError(str(exc), endpoint=endpoint.name) from exc
         hashes.update(await self._hashes_on(endpoint, {t.block_number for t in transfers}
                                             - hashes.keys()))
         for t in transfers:
@@ -160,7 +160,7 @@ class EvmAdapter:
                 raise RetriableRpcError(
                     f"{self.chain}: eth_getLogs gave block {t.block_number} the hash "
                     f"{t.block_hash}, the block has {hashes[t.block_number]}",
-                    endpoint=endpoint.url)
+                    endpoint=endpoint.name)
         return transfers, hashes
 
     async def _hashes_on(self, endpoint: Endpoint, numbers: Iterable[int]) -> dict[int, str]:
@@ -179,7 +179,7 @@ class EvmAdapter:
             # Asked only for blocks at or below the head: a node that has no such block is
             # lagging or broken, which must never be mistaken for a reorg.
             raise RetriableRpcError(f"{self.chain}: node has no block {number} below its head",
-                                    endpoint=endpoint.url)
+                                    endpoint=endpoint.name)
         return str(block["hash"]).lower()
 
     def _grow(self) -> None:
@@ -241,7 +241,7 @@ class EvmAdapter:
         if receipt["blockHash"].lower() != block:
             raise RetriableRpcError(f"{self.chain}: receipt of {tx_hash} gave block {number} "
                                     f"the hash {receipt['blockHash']}, the block has {block}",
-                                    endpoint=endpoint.url)
+                                    endpoint=endpoint.name)
         return receipt
 
     def proof_offline(self, payer: str, message: str, proof: str | None) -> bool | None:
@@ -300,7 +300,7 @@ class EvmAdapter:
             [answer] = await self._batch_on(endpoint, [(method, params)])
             if not isinstance(answer, str) or not answer.startswith("0x"):
                 raise RetriableRpcError(f"{method}: answered {answer!r:.80} instead of hex data",
-                                        endpoint=endpoint.url)
+                                        endpoint=endpoint.name)
             return answer
 
         return await self.rpc.pool.call(method, op, checks_chain=True)
@@ -317,8 +317,8 @@ class EvmAdapter:
         chain_id = _int(answers[0])
         if chain_id != self.cfg.chain_id:
             raise WrongChainError(
-                f"{self.chain}: {endpoint.url} serves chain id {chain_id}, expected "
-                f"{self.cfg.chain_id}", endpoint=endpoint.url)
+                f"{self.chain}: {endpoint.name} serves chain id {chain_id}, expected "
+                f"{self.cfg.chain_id}", endpoint=endpoint.name)
         return answers[1:]
 
 

@@ -156,7 +156,7 @@ class SolanaAdapter:
         USDC mint exists there, owned by a token program, with 6 decimals."""
         genesis: dict[str, str] = {}
         for endpoint in self.rpc.endpoints:
-            genesis[endpoint.url] = await self._check_endpoint(endpoint)
+            genesis[endpoint.name] = await self._check_endpoint(endpoint)
         first_url, first_hash = next(iter(genesis.items()))
         for url, value in genesis.items():
             if value != first_hash:
@@ -167,7 +167,7 @@ class SolanaAdapter:
         self.accounts = self._watched()
 
     async def _check_endpoint(self, endpoint: Endpoint) -> str:
-        name = f"X402_SOLANA_RPC_URLS: {endpoint.url}"
+        name = f"X402_SOLANA_RPC_URLS: {endpoint.name}"
 
         async def ask(method: str, params: list[Any] | None = None) -> Any:
             # Retried on this endpoint: a passing fault must not refuse the start.
@@ -180,14 +180,14 @@ class SolanaAdapter:
             except RetriableRpcError as exc:
                 if exc.code != -32005:
                     raise
-                log.warning("solana_node_behind", endpoint=endpoint.url, error=str(exc))
+                log.warning("solana_node_behind", endpoint=endpoint.name, error=str(exc))
                 health = "ok"
             except FinalRpcError as exc:
                 if exc.code != METHOD_NOT_FOUND:
                     raise
                 # Some gateways do not offer getHealth: no health method is not "down"; the
                 # calls below still have to answer.
-                log.info("solana_no_health_method", endpoint=endpoint.url)
+                log.info("solana_no_health_method", endpoint=endpoint.name)
                 health = "ok"
             genesis = await ask("getGenesisHash")
             account = await ask("getAccountInfo", [self.mint, {"encoding": "base64",
@@ -223,8 +223,8 @@ class SolanaAdapter:
                 genesis = await self.rpc.request_on(endpoint, "getGenesisHash")
                 if genesis != self.genesis:
                     raise WrongChainError(
-                        f"solana: {endpoint.url} serves genesis hash {genesis!r:.60}, expected "
-                        f"{self.genesis}", endpoint=endpoint.url)
+                        f"solana: {endpoint.name} serves genesis hash {genesis!r:.60}, expected "
+                        f"{self.genesis}", endpoint=endpoint.name)
             return await self.rpc.request_on(endpoint, "getSlot", [{"commitment": "finalized"}])
 
         slot = await self.rpc.pool.call("getSlot", op, checks_chain=True)
@@ -443,7 +443,7 @@ class SolanaAdapter:
         """The facts of one transaction; None (only when not ``listed``) if the node has none."""
         async def op(endpoint: Endpoint) -> TxFacts | None:
             tx = await self.rpc.request_on(endpoint, "getTransaction", [signature, TX_CONFIG])
-            return self._read(signature, tx, endpoint.url, listed=listed)
+            return self._read(signature, tx, endpoint.name, listed=listed)
 
         return await self.rpc.pool.call("getTransaction", op)
 
@@ -518,7 +518,7 @@ class SolanaAdapter:
         return verify_ed25519(payer, raw, proof)
 
     def rpc_stats(self) -> list[tuple[str, dict[str, int]]]:
-        return [(e.url, dict(e.stats)) for e in self.rpc.endpoints]
+        return [(e.name, dict(e.stats)) for e in self.rpc.endpoints]
 
     async def close(self) -> None:
         await self.rpc.close()
