@@ -30,6 +30,7 @@ from verifier.watcher import Watcher
 from verifier.watcher_status import StatusBoard
 from verifier.x402 import build as x402_build
 from verifier.x402.facilitator import Facilitator
+from verifier.x402.server import FacilitatorServer
 from verifier.x402.server import serve as x402_serve
 
 log = structlog.get_logger("verifier.daemon")
@@ -64,6 +65,7 @@ class Daemon:
     metrics_server: MetricsServer | None  # None: X402_METRICS_ADDR=off
     metrics_refresh: float = 15.0  # seconds between the payments/claims-by-status queries
     facilitator: Facilitator | None = None  # None: X402_FACILITATOR_ADDR=off
+    facilitator_server: FacilitatorServer | None = None
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -93,7 +95,7 @@ class Daemon:
             if config.metrics_addr is not None:
                 server = await serve(metrics, *config.metrics_addr)
                 opened.push_async_callback(server.close)
-            x402 = None
+            x402, x402_server = None, None
             if config.facilitator_addr is not None:
                 token = (x402_build.read_token(config.facilitator_token_file)
                          if config.facilitator_token_file else None)
@@ -102,7 +104,7 @@ class Daemon:
                 x402_server = await x402_serve(x402, *config.facilitator_addr, token)
                 opened.push_async_callback(x402_server.close)
             yield cls(config, conninfo, notifier or Notifier(None), pool, store, metrics, board,
-                      adapters, watchers, claims, server, metrics_refresh, x402)
+                      adapters, watchers, claims, server, metrics_refresh, x402, x402_server)
 
     async def run(self, stop: asyncio.Event) -> None:
         workers = WorkerPool(self.claims, workers=self.config.workers, conninfo=self.conninfo,
