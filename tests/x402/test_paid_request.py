@@ -41,3 +41,29 @@ async def test_a_paid_request_end_to_end(paid_api: PaidApi):
                    "SELECT state, tx_hash, success_answered, signed_tx IS NOT NULL"
                    " FROM verifier.settlements")
     assert ledger == [("mined", tx.lower(), True, True)]
+
+
+async def test_the_settlement_is_verified_after_confirmations_and_shows_in_the_views(
+        devnet, database_url, secrets_dir):
+    from tests.x402.conftest import paid_api_running
+
+    async with paid_api_running(devnet, database_url, secrets_dir,
+                                X402_BASE_CONFIRMATIONS="3") as api:
+        async with payer_client(api.payer) as client:
+            response = await client.get(api.url + ROUTE)
+        assert response.status_code == 200, response.text
+        tx = decoded(response.headers["PAYMENT-RESPONSE"])["transaction"].lower()
+        assert query(database_url, "SELECT status FROM x402_payments") == [("pending",)]
+        devnet.mine(3)
+        await eventually(lambda: query(database_url, "SELECT status FROM x402_payments"
+                                       " WHERE status = 'verified'"))
+    assert query(database_url, "SELECT tx_hash, confirmations >= 3 FROM x402_payments"
+                 ) == [(tx, True)]
+    assert query(database_url, "SELECT endpoint, request_count FROM v_x402_endpoint_stats"
+                 ) == [(ROUTE, 1)]
+    stats = query(database_url, "SELECT chain, total_payments FROM v_x402_stats_24h")
+    assert ("base", 1) in stats
+    assert query(database_url, "SELECT count(*) FROM v_x402_top_payers") == [(1,)]
+    query(database_url, "SELECT update_x402_analytics(now())")
+    assert query(database_url, "SELECT sum(total_payments), sum(total_requests)"
+                 " FROM x402_analytics") == [(1, 1)]  # the one request used
