@@ -182,7 +182,7 @@ def secrets_dir(tmp_path: Path) -> Path:
 
 
 @contextlib.asynccontextmanager
-async def paid_api_running(devnet: EvmDevnet, database_url: str, secrets_dir: Path,
+async def paid_api_running(devnet: EvmDevnet, database_url: str, secrets_dir: Path,  # noqa: F811
                            **overrides: str) -> AsyncIterator[PaidApi]:
     accounts = devnet.accounts
     settler, payer = accounts[9], accounts[1]

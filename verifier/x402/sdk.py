@@ -25,7 +25,8 @@ from eth_abi import encode as abi_encode
 from eth_utils.abi import collapse_if_tuple, function_abi_to_4byte_selector
 from x402.mechanisms.evm.exact.facilitator import ExactEvmScheme
 from x402.mechanisms.evm.exact.v1.facilitator import ExactEvmSchemeV1
-from x402.schemas import PaymentPayload, VerifyResponse
+from x402.schemas import PaymentPayload, PaymentRequirements, VerifyResponse
+from x402.schemas.v1 import PaymentRequirementsV1
 
 from verifier.addresses import display_evm_address
 from verifier.errors import FinalRpcError
@@ -75,7 +76,8 @@ class ChainReader:
                       *args: Any) -> Any:
         fn = _function(abi, function_name, len(args))
         types = [collapse_if_tuple(dict(i)) for i in fn["inputs"]]
-        data = "0x" + (function_abi_to_4byte_selector(fn) + abi_encode(types, list(args))).hex()
+        selector = function_abi_to_4byte_selector(fn)  # type: ignore[arg-type]
+        data = "0x" + (selector + abi_encode(types, list(args))).hex()
         try:
             result = self._run(self.rpc.request(
                 "eth_call", [{"to": address.lower(), "data": data}, "latest"]))
@@ -129,5 +131,7 @@ class SdkVerifier:
 
     async def verify(self, req: FacilitatorRequest) -> VerifyResponse:
         if isinstance(req.payload, PaymentPayload):
+            assert isinstance(req.requirements, PaymentRequirements)
             return await asyncio.to_thread(self.v2.verify, req.payload, req.requirements)
+        assert isinstance(req.requirements, PaymentRequirementsV1)
         return await asyncio.to_thread(self.v1.verify, req.payload, req.requirements)
