@@ -14,10 +14,12 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
+import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from verifier.config import base_units_to_usdc
+from verifier.errors import DatabaseError
 from verifier.models import Observed, Verdict
 from verifier.sqlfiles import queries
 from verifier.store.errors import wrapped
@@ -191,3 +193,16 @@ class SettlementStore:
         async with wrapped("count settlements"), self.pool.connection() as conn:
             cur = await conn.execute(self.q["counts"])
             return {(c, s): int(n) for c, s, n in await cur.fetchall()}
+
+
+def settler_next_nonce(conninfo: str, chain: str, settler: str) -> int | None:
+    """For doctor: the nonce the ledger would hand out next (None: none handed out yet, or
+    the database cannot be read)."""
+    try:
+        with wrapped("read settler nonce"), \
+                psycopg.connect(conninfo, autocommit=True, connect_timeout=10) as conn:
+            row = conn.execute(queries("settlements.sql")["next_nonce"],
+                               {"chain": chain, "settler": settler}).fetchone()
+    except DatabaseError:
+        return None
+    return int(row[0]) if row else None
