@@ -143,3 +143,34 @@ async def test_sigkill_between_broadcast_and_receipt_then_restart(
     assert query(database_url, "SELECT count(*), min(tx_hash) FROM x402_payments"
                  ) == [(1, tx.lower())]
     assert query(database_url, "SELECT count(*) FROM x402_usage") == [(1,)]
+
+
+async def test_two_daemons_settle_with_one_key_without_nonce_conflict(
+        devnet: EvmDevnet, database_url: str, secrets_dir: Path):
+    from tests.daemon import running_daemon
+    from tests.x402.conftest import facilitator_url
+
+    settler = devnet.accounts[9]
+    payers = devnet.accounts[1:9]
+    for payer in payers:
+        devnet.mint(payer.address, 1_000_000)
+    token = "s" * 32
+    env = facilitator_env(devnet.url, write_secret(secrets_dir / "k", settler.key.hex()),
+                          write_secret(secrets_dir / "t", token))
+    first = int(devnet.rpc("eth_getTransactionCount", settler.address, "pending"), 16)
+    bodies = [await payloads.body(p) for p in payers for _ in range(5)]  # 40 payments
+    async with running_daemon(env, database_url) as one, running_daemon(env, database_url) as two:
+        urls = [facilitator_url(one), facilitator_url(two)]
+        answers = await asyncio.gather(*(settle(urls[i % 2], token, b)
+                                         for i, b in enumerate(bodies)))
+        # Each authorization once more, on the other daemon: nothing new is sent.
+        repeats = await asyncio.gather(*(settle(urls[(i + 1) % 2], token, b)
+                                         for i, b in enumerate(bodies)))
+    assert all(a["success"] for a in answers), [a for a in answers if not a["success"]]
+    assert all(r["errorReason"] == "duplicate_settlement" for r in repeats)
+    assert [r["transaction"] for r in repeats] == [a["transaction"] for a in answers]
+    nonces = sorted(int(devnet.transaction(a["transaction"])["nonce"], 16) for a in answers)
+    assert nonces == list(range(first, first + len(bodies)))  # no conflict, no gap
+    assert int(devnet.rpc("eth_getTransactionCount", settler.address, "latest"), 16) \
+        == first + len(bodies)
+    assert query(database_url, "SELECT count(*) FROM x402_payments") == [(len(bodies),)]
