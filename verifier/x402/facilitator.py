@@ -156,13 +156,15 @@ class Facilitator:
         assert chain is not None and auth is not None
         name = chain.terms.chain
         existing = await self.store.find(name, auth.payer, auth.nonce)
-        if existing is not None:
+        if existing is not None and _same(existing, req):
             return await self._answer(chain, existing.id, req, payer)
+        # Not in the ledger, or another authorization under a known (public) nonce: checked
+        # like any new payload (the chain then says the nonce is used).
         refusal = await self._check(chain, req)
         if refusal is not None:
             # Lost a race with a settlement that started meanwhile: its answer, not the chain's.
             existing = await self.store.find(name, auth.payer, auth.nonce)
-            if existing is not None:
+            if existing is not None and _same(existing, req):
                 return await self._answer(chain, existing.id, req, payer)
             return wire.settle_answer(False, network=req.network, payer=payer,
                                       reason=refusal.reason, message=refusal.message)
@@ -325,3 +327,11 @@ class Facilitator:
         event = chain.waiters.get(settlement_id)
         if event is not None:
             event.set()
+
+
+def _same(s: Settlement, req: wire.FacilitatorRequest) -> bool:
+    """The request repeats the stored authorization (its recipient, value and network), not
+    merely its payer and nonce, which anyone can read on chain once it is settled."""
+    auth = req.authorization
+    return auth is not None and auth.to == s.pay_to and auth.value == s.amount \
+        and req.asset == s.asset and req.network == s.network
