@@ -65,6 +65,7 @@ class Config:
     chains: dict[str, ChainConfig]
     price_per_request: int = 1_000
     min_payment: int = 100_000
+    exact_min_payment: int = 1_000  # x402 "exact" payments' minimum; the loader defaults it to the price
     access_ttl: timedelta = timedelta(hours=24)
     claim_proof: Literal["signature", "none"] = "signature"
     claim_ttl: timedelta = timedelta(minutes=30)
@@ -148,6 +149,7 @@ def load(env: Mapping[str, str]) -> Config:
         chains=chains,
         price_per_request=price,
         min_payment=r.usdc("X402_MIN_PAYMENT_USDC", "0.10"),
+        exact_min_payment=_exact_min_payment(r, price),
         access_ttl=timedelta(hours=r.number("X402_ACCESS_TTL_HOURS", "24", minimum=0.001)),
         claim_proof=r.choice("X402_CLAIM_PROOF", ("signature", "none"), "signature"),  # type: ignore[arg-type]
         claim_ttl=timedelta(seconds=r.number("X402_CLAIM_TTL_SECONDS", "1800", minimum=1)),
@@ -163,6 +165,17 @@ def load(env: Mapping[str, str]) -> Config:
         embedded_dir=Path(r.get("X402_EMBEDDED_DIR") or "var"),
         log_format=r.choice("X402_LOG_FORMAT", ("auto", "json", "console"), "auto"),  # type: ignore[arg-type]
     )
+
+
+def _exact_min_payment(r: _Reader, price: int) -> int:
+    """X402_EXACT_MIN_PAYMENT_USDC: what an x402 "exact" (EIP-3009) payment must reach to be
+    verified; by default the price of one request, as that scheme pays per request."""
+    if r.get("X402_EXACT_MIN_PAYMENT_USDC") in (None, ""):
+        return price
+    minimum = r.usdc("X402_EXACT_MIN_PAYMENT_USDC", "0")
+    if minimum <= 0:
+        raise ConfigError("X402_EXACT_MIN_PAYMENT_USDC: must be more than 0")
+    return minimum
 
 
 def _chain(r: _Reader, name: str) -> ChainConfig:
