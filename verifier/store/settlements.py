@@ -145,7 +145,7 @@ class SettlementStore:
         x402_payments row through the watcher's upsert and count the paid request as used."""
         assert s.tx_hash is not None
         payment = Observed(s.chain, s.tx_hash, block_number, block_hash, s.payer, s.pay_to,
-                           s.amount)
+                           s.amount, exact=True)
         async with wrapped("record settlement"), self.pool.connection() as conn, \
                 conn.transaction():
             cur = await conn.execute(self.q["mark_mined"], {
@@ -160,6 +160,9 @@ class SettlementStore:
                 "confirmations": [min(verdict.confirmations, 2**31 - 1)],
                 "status": [verdict.status], "requests": [verdict.requests_allocated],
             })
+            # An x402 "exact" payment (migration 013): the watcher judges it by that minimum.
+            await conn.execute(self.watch["remember_exact"], {"chain": s.chain,
+                                                              "tx_hash": [payment.tx_hash]})
             await conn.execute(self.watch["remember_blocks"], {
                 "chain": s.chain, "numbers": [block_number], "hashes": [block_hash]})
             if s.resource is not None:

@@ -59,7 +59,7 @@ class ChainFacilitator:
     verifier: SdkVerifier
     settler: Settler
     adapter: ChainAdapter
-    policy: rules.Policy  # price per request and the x402 "exact" minimum
+    policy: rules.Policy  # the watcher's: price per request and the x402 "exact" minimum
     waiters: dict[int, asyncio.Event] = field(default_factory=dict)
 
 
@@ -296,7 +296,7 @@ class Facilitator:
             block_hash = str(receipt["blockHash"]).lower()
             assert s.tx_hash is not None
             verdict = rules.judge(Observed(s.chain, s.tx_hash, block, block_hash, s.payer,
-                                           s.pay_to, s.amount), view, chain.policy)
+                                           s.pay_to, s.amount, exact=True), view, chain.policy)
             if await self.store.mined(s, block, block_hash, verdict):
                 log.info("x402_settlement_mined", chain=s.chain, tx_hash=s.tx_hash, block=block,
                          status=verdict.status)
