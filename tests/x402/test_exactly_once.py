@@ -174,3 +174,31 @@ async def test_two_daemons_settle_with_one_key_without_nonce_conflict(
     assert int(devnet.rpc("eth_getTransactionCount", settler.address, "latest"), 16) \
         == first + len(bodies)
     assert query(database_url, "SELECT count(*) FROM x402_payments") == [(len(bodies),)]
+
+
+async def test_a_settlement_whose_nonce_another_transaction_took_fails(
+        devnet: EvmDevnet, database_url: str, secrets_dir: Path):
+    """The key used elsewhere took the settlement's nonce: the settlement will never be mined;
+    the tracker says so instead of waiting for ever, and a repeat answers transaction_failed."""
+    from tests.x402.conftest import paid_api_running
+
+    async with paid_api_running(devnet, database_url, secrets_dir,
+                                X402_FACILITATOR_SETTLE_TIMEOUT="0.5") as api:
+        body = await payloads.body(api.payer)
+        devnet.set_automine(False)
+        first = (await post(api, "/settle", body)).json()
+        assert first["errorReason"] == "settlement_pending"
+        tx = first["transaction"]
+        nonce = int(devnet.transaction(tx)["nonce"], 16)
+        devnet.rpc("anvil_dropTransaction", tx)
+        devnet.send({"from": api.settler.address, "to": api.settler.address, "value": "0x0",
+                     "nonce": hex(nonce)}, wait=False)
+        devnet.rpc("evm_mine")
+        devnet.set_automine(True)
+        await eventually(lambda: query(database_url, "SELECT state FROM verifier.settlements"
+                                       " WHERE state = 'failed'"), within=20)
+        again = (await post(api, "/settle", body)).json()
+    assert again["success"] is False and again["errorReason"] == "transaction_failed"
+    assert again["transaction"] == tx
+    assert devnet.receipt(tx) is None
+    assert query(database_url, "SELECT count(*) FROM x402_payments") == [(0,)]

@@ -75,6 +75,7 @@ class Facilitator:
         self.outcomes: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
         self._kick: dict[str, asyncio.Event] = {name: asyncio.Event() for name in self.chains}
         self._last_broadcast: dict[int, float] = {}
+        self._missing: set[int] = set()
 
     # -- /supported ---------------------------------------------------------------------------
 
@@ -273,8 +274,22 @@ class Facilitator:
             return
         receipts = await settler.receipts([s.tx_hash for s in rows if s.tx_hash])
         view = None
+        mined_nonce: int | None = None
         for s, receipt in zip(rows, receipts, strict=True):
             if not isinstance(receipt, dict) or receipt.get("blockNumber") is None:
+                if mined_nonce is None:
+                    mined_nonce = await settler.mined_nonce()
+                if s.tx_nonce is not None and s.tx_nonce < mined_nonce \
+                        and s.id in self._missing:
+                    # Its nonce was used by another transaction (the key was used elsewhere)
+                    # and, asked again, it still has no receipt: it will never be mined.
+                    await self.store.failed(s.id, ERR_TRANSACTION_FAILED)
+                    log.warning("x402_settlement_replaced", chain=s.chain, tx_hash=s.tx_hash,
+                                nonce=s.tx_nonce)
+                    self._wake(chain, s.id)
+                    continue
+                if s.tx_nonce is not None and s.tx_nonce < mined_nonce:
+                    self._missing.add(s.id)  # the receipt may lag the nonce: ask once more
                 await self._maybe_rebroadcast(chain, s)
                 continue
             if view is None:
