@@ -204,7 +204,7 @@ class Facilitator:
         else:
             await self.store.sent(settlement_id)
             log.info("x402_settlement_sent", chain=chain.terms.chain, tx_hash=tx_hash,
-                     nonce=nonce, payer=auth.payer)
+                     settler=settler.address, nonce=nonce, payer=auth.payer)
         self._kick[chain.terms.chain].set()
 
     async def _answer(self, chain: ChainFacilitator, settlement_id: int,
