@@ -153,3 +153,17 @@ def test_the_lookalike_has_no_eip3009(devnet: EvmDevnet) -> None:
 
     with pytest.raises(DevnetError, match="failed"):
         devnet.transfer_with_authorization(auth, signature, token=devnet.lookalike)
+
+
+def test_the_look_alike_can_stand_at_the_canonical_address_instead(fresh_devnet) -> None:
+    devnet = fresh_devnet("base")
+    assert not devnet.is_test_usdc()
+    devnet.install_test_usdc(USDC_BASE)
+
+    assert devnet.is_test_usdc()
+    payer = devnet.accounts[1]
+    tx = devnet.mint(payer, 10)  # anyone mints TestUSDC: no Mint event, no minter role
+    assert [log["topics"][0] for log in devnet.receipt(tx)["logs"]] == [TRANSFER_TOPIC]
+    auth, signature = devnet.authorize_transfer(payer, PAYEE, 4)
+    with pytest.raises(DevnetError, match="failed"):
+        devnet.transfer_with_authorization(auth, signature)
