@@ -167,3 +167,15 @@ def test_the_look_alike_can_stand_at_the_canonical_address_instead(fresh_devnet)
     auth, signature = devnet.authorize_transfer(payer, PAYEE, 4)
     with pytest.raises(DevnetError, match="failed"):
         devnet.transfer_with_authorization(auth, signature)
+
+
+def test_create_addresses_are_the_nodes() -> None:
+    # Known CREATE addresses of anvil's first dev account (what `forge create` deploys to).
+    sender = "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266"
+    assert usdc.create_address(sender, 0) == "0x5fbdb2315678afecb367f032d93f642f64180aa3"
+    assert usdc.create_address(sender, 1) == "0xe7f1725e7734ce288f8367e1bb143e90bb3f0512"
+    import rlp  # eth-account's dependency, only to check the hand-written RLP at larger nonces
+
+    for nonce in (0x7F, 0x80, 0xFF, 0x100, 2**40):
+        expected = "0x" + keccak(rlp.encode([bytes.fromhex(sender[2:]), nonce]))[12:].hex()
+        assert usdc.create_address(sender, nonce) == expected
