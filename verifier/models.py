@@ -46,12 +46,28 @@ class TokenMove:
 
 
 @dataclass(frozen=True)
+class AuthorizationUse:
+    """An EIP-3009 AuthorizationUsed log (EVM): the token contract executed an authorization
+    that ``authorizer`` signed (transferWithAuthorization, receiveWithAuthorization), as x402's
+    "exact" scheme settles a payment."""
+
+    tx_hash: str
+    index: int  # log index
+    block_number: int
+    block_hash: str | None
+    token: str  # the contract that emitted the log
+    authorizer: str
+    nonce: str  # 0x-hex, 32 bytes
+
+
+@dataclass(frozen=True)
 class TxFacts:
     """Everything one transaction did that the rules read, decoded from a chain's answer.
 
-    EVM fills ``transfers`` (its Transfer logs); Solana fills ``balances`` and ``moves``.
-    ``signers`` lists the transaction's signers: EVM ``tx.from`` (from a receipt; a log carries
-    none); Solana its required signers, fee payer first."""
+    EVM fills ``transfers`` (its Transfer logs) and ``authorizations`` (its AuthorizationUsed
+    logs); Solana fills ``balances`` and ``moves``. ``signers`` lists the transaction's signers:
+    EVM ``tx.from`` (from a receipt; a log carries none); Solana its required signers, fee payer
+    first."""
 
     chain: str
     tx_hash: str
@@ -62,6 +78,7 @@ class TxFacts:
     balances: tuple[BalanceChange, ...] = ()
     moves: tuple[TokenMove, ...] = ()
     signers: tuple[str, ...] = ()
+    authorizations: tuple[AuthorizationUse, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -75,6 +92,9 @@ class Observed:
     from_address: str
     to_address: str
     amount: int
+    exact: bool = False
+    """An x402 "exact" payment: every transfer in it executed an EIP-3009 authorization
+    (rules.judge_transaction says when). Judged against the exact minimum."""
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from verifier.models import Cursor, Observed, Quarantined, Verdict
@@ -87,6 +88,7 @@ class Store:
                 conn, self.q["upsert_payments"], found,
                 lambda rows: self._payment_params(chain, rows), lambda row: row[0].tx_hash)
             if found:
+                await self._remember_exact(conn, chain, found)
                 await conn.execute(self.q["wake_claims"], {
                     "chain": chain, "tx_hash": [p.tx_hash for p, _ in found]})
             if blocks:
@@ -101,6 +103,19 @@ class Store:
                     "position": cursor.position, "marker": cursor.marker,
                 })
         return set_aside
+
+    async def _write_payments(self, conn: AsyncConnection, chain: str,
+                              found: Sequence[tuple[Observed, Verdict]]) -> None:
+        """The payments' rows, and which of them are x402 "exact" payments (in the caller's
+        transaction)."""
+        await conn.execute(self.q["upsert_payments"], self._payment_params(chain, found))
+        await self._remember_exact(conn, chain, found)
+
+    async def _remember_exact(self, conn: AsyncConnection, chain: str,
+                              found: Sequence[tuple[Observed, Verdict]]) -> None:
+        exact = [p.tx_hash for p, _ in found if p.exact]
+        if exact:
+            await conn.execute(self.q["remember_exact"], {"chain": chain, "tx_hash": exact})
 
     def _payment_params(self, chain: str, found: Sequence[tuple[Observed, Verdict]]) -> dict:
         return {
@@ -129,8 +144,9 @@ class Store:
             cur = await conn.execute(self.q["pending_payments"], {"chain": chain})
             rows = await cur.fetchall()
         return [
-            PendingPayment(pid, Observed(chain, tx, block, bhash, sender, payee, units_of(amount)))
-            for pid, tx, block, bhash, sender, payee, amount in rows
+            PendingPayment(pid, Observed(chain, tx, block, bhash, sender, payee, units_of(amount),
+                                         exact=exact))
+            for pid, tx, block, bhash, sender, payee, amount, exact in rows
         ]
 
     async def settle(self, settled: Sequence[tuple[int, Verdict]]) -> list[SetAside]:
@@ -206,8 +222,7 @@ class Store:
         """A payment found on demand for a claim, written like the watcher writes it."""
         async with wrapped("record looked-up payment"), self.pool.connection() as conn, \
                 conn.transaction():
-            await conn.execute(self.q["upsert_payments"],
-                               self._payment_params(payment.chain, [(payment, verdict)]))
+            await self._write_payments(conn, payment.chain, [(payment, verdict)])
             if payment.block_hash:
                 await conn.execute(self.q["remember_blocks"], {
                     "chain": payment.chain,
