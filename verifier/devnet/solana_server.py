@@ -115,6 +115,10 @@ class SolanaServer:
         self._blockhashes: dict[str, int] = {str(self.svm.latest_blockhash()): start_slot}
         self._expired_below = 0  # blockhashes handed out before this slot are expired
         self.sent: Counter[str] = Counter()  # sendTransaction calls per signature
+        # hold_sends: sendTransaction accepts but does not execute (a congested leader); the
+        # transactions wait in `held` until release_held() lands or drop_held() loses them.
+        self.hold_sends = False
+        self.held: list[VersionedTransaction] = []
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -229,6 +233,21 @@ class SolanaServer:
         with self._lock:
             self._next_slot()
             self._expired_below = self.slot
+
+    def release_held(self) -> list[str]:
+        """Lands the held transactions (each once); their signatures."""
+        with self._lock:
+            landed = []
+            for tx in self.held:
+                if str(tx.signatures[0]) not in self._by_signature:
+                    self._next_slot()
+                    landed.append(self._execute(tx).signature)
+            self.held.clear()
+            return landed
+
+    def drop_held(self) -> None:
+        with self._lock:
+            self.held.clear()
 
     def _blockhash_ok(self, blockhash: str) -> bool:
         issued = self._blockhashes.get(blockhash)
@@ -540,6 +559,9 @@ class SolanaServer:
                 raise RpcFailure(-32002, f"Transaction simulation failed: {text}", value)
         elif not self._blockhash_ok(str(tx.message.recent_blockhash)):
             return signature  # forwarded and dropped by the leaders: it never lands
+        if self.hold_sends:
+            self.held.append(tx)
+            return signature
         self._next_slot()
         try:
             self._execute(tx)
