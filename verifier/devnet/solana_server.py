@@ -30,7 +30,7 @@ import bisect
 import json
 import struct
 import threading
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -101,6 +101,7 @@ class SolanaServer:
         self.latency = 0.0
         self.accept_batches = True
         self.calls: Counter[str] = Counter()
+        self.call_log: deque[str] = deque(maxlen=10_000)  # the latest methods, in order
         self.errors: Counter[int] = Counter()  # JSON-RPC error codes and HTTP statuses sent
         self.http_requests = 0
         self.ledger: list[Landed] = []
@@ -376,6 +377,7 @@ class SolanaServer:
         ident, method, params = call.get("id"), call["method"], call.get("params") or []
         with self._lock:
             self.calls[method] += 1
+            self.call_log.append(method)
         reply = self._reply(ident, method, params)
         with self._lock:
             if isinstance(reply, web.Response):
