@@ -222,6 +222,8 @@ class SolanaServer:
         with self._lock:
             self.slot += count
             self.svm.warp_to_slot(self.slot)
+            self.svm.expire_blockhash()
+            self._blockhashes[str(self.svm.latest_blockhash())] = self.slot
 
     def _next_slot(self) -> None:
         self.slot += 1
