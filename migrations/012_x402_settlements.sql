@@ -40,9 +40,10 @@ CREATE TABLE IF NOT EXISTS verifier.settlements (
 
 CREATE UNIQUE INDEX IF NOT EXISTS settlements_tx_nonce
     ON verifier.settlements (chain, settler, tx_nonce) WHERE tx_nonce IS NOT NULL;
--- Recovery reads the unfinished ones.
+-- The tracker reads the unfinished ones (and those taken but never signed) every poll.
 CREATE INDEX IF NOT EXISTS settlements_unfinished
-    ON verifier.settlements (chain, settler, tx_nonce) WHERE state IN ('signed', 'sent');
+    ON verifier.settlements (chain, state, settler, tx_nonce)
+    WHERE state IN ('taken', 'signed', 'sent');
 CREATE INDEX IF NOT EXISTS settlements_tx_hash ON verifier.settlements (chain, tx_hash);
 
 -- The next nonce of each settler key, allocated in PostgreSQL: several daemons settle with one

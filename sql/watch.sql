@@ -43,11 +43,19 @@ ON CONFLICT (tx_hash, chain) DO UPDATE
        expires_at         = EXCLUDED.expires_at
  WHERE p.status IN ('pending', 'reorged')
 
+-- name: remember_exact
+-- The found payments that are x402 "exact" ones (migration 013): a fact of the transaction.
+INSERT INTO verifier.exact_payments (chain, tx_hash)
+SELECT %(chain)s, t.tx_hash FROM unnest(%(tx_hash)s::text[]) AS t (tx_hash)
+ON CONFLICT (chain, tx_hash) DO NOTHING
+
 -- name: pending_payments
-SELECT id, tx_hash, block_number, block_hash, from_address, to_address, amount_usdc
-  FROM x402_payments
- WHERE chain = %(chain)s AND status = 'pending'
- ORDER BY block_number, id
+SELECT p.id, p.tx_hash, p.block_number, p.block_hash, p.from_address, p.to_address,
+       p.amount_usdc, e.tx_hash IS NOT NULL AS exact
+  FROM x402_payments p
+  LEFT JOIN verifier.exact_payments e ON e.chain = p.chain AND e.tx_hash = p.tx_hash
+ WHERE p.chain = %(chain)s AND p.status = 'pending'
+ ORDER BY p.block_number, p.id
 
 -- name: settle_pending
 -- New verdicts for pending payments; a row that left 'pending' meanwhile is not touched.

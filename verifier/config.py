@@ -75,6 +75,7 @@ class Config:
     chains: dict[str, ChainConfig]
     price_per_request: int = 1_000
     min_payment: int = 100_000
+    exact_min_payment: int = 1_000  # x402 "exact" payments' minimum; the loader defaults it to the price
     access_ttl: timedelta = timedelta(hours=24)
     claim_proof: Literal["signature", "none"] = "signature"
     claim_ttl: timedelta = timedelta(minutes=30)
@@ -91,7 +92,6 @@ class Config:
     # x402 facilitator: None = off. The token is read from its file when the daemon starts.
     facilitator_addr: tuple[str, int] | None = None
     facilitator_token_file: Path | None = None
-    exact_min_payment: int = 1_000  # X402_EXACT_MIN_PAYMENT_USDC, default the price
     facilitator_max_amount: int = 1_000_000_000
     settle_timeout: float = 20.0
 
@@ -164,6 +164,7 @@ def load(env: Mapping[str, str]) -> Config:
         chains=chains,
         price_per_request=price,
         min_payment=r.usdc("X402_MIN_PAYMENT_USDC", "0.10"),
+        exact_min_payment=_exact_min_payment(r, price),
         access_ttl=timedelta(hours=r.number("X402_ACCESS_TTL_HOURS", "24", minimum=0.001)),
         claim_proof=r.choice("X402_CLAIM_PROOF", ("signature", "none"), "signature"),  # type: ignore[arg-type]
         claim_ttl=timedelta(seconds=r.number("X402_CLAIM_TTL_SECONDS", "1800", minimum=1)),
@@ -191,11 +192,9 @@ def _facilitator(r: _Reader, price: int, chains: dict[str, ChainConfig]) -> dict
                           "X402_FACILITATOR_TOKEN_FILE (a bearer token) to serve it there")
     if addr is not None and not any(c.settler_key_file for c in chains.values()):
         raise ConfigError("X402_FACILITATOR_ADDR: no chain has X402_<CHAIN>_SETTLER_KEY_FILE")
-    exact_min = r.usdc("X402_EXACT_MIN_PAYMENT_USDC", str(base_units_to_usdc(price)))
     return {
         "facilitator_addr": addr,
         "facilitator_token_file": token_file,
-        "exact_min_payment": exact_min,
         "facilitator_max_amount": r.usdc("X402_FACILITATOR_MAX_AMOUNT_USDC", "1000"),
         "settle_timeout": r.number("X402_FACILITATOR_SETTLE_TIMEOUT", "20", minimum=0.1),
     }
@@ -208,6 +207,17 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _exact_min_payment(r: _Reader, price: int) -> int:
+    """X402_EXACT_MIN_PAYMENT_USDC: what an x402 "exact" (EIP-3009) payment must reach to be
+    verified; by default the price of one request, as that scheme pays per request."""
+    if r.get("X402_EXACT_MIN_PAYMENT_USDC") in (None, ""):
+        return price
+    minimum = r.usdc("X402_EXACT_MIN_PAYMENT_USDC", "0")
+    if minimum <= 0:
+        raise ConfigError("X402_EXACT_MIN_PAYMENT_USDC: must be more than 0")
+    return minimum
 
 
 def _chain(r: _Reader, name: str) -> ChainConfig:

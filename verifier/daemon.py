@@ -44,6 +44,7 @@ def policy_of(config: Config) -> rules.Policy:
         claim_proof=config.claim_proof,
         claim_ttl=config.claim_ttl,
         not_found_grace=config.claim_not_found_grace,
+        exact_min_payment=config.exact_min_payment,
     )
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from verifier import config as config_mod
 from verifier import db, migrate
 from verifier.errors import ConfigError, DatabaseError, MigrationError, VerifierError
-from verifier.store import ledger, reports
+from verifier.store import ledger, reports, settlements
 
 RPC_TIMEOUT = 15.0
 
@@ -63,6 +63,41 @@ def diagnose(env: Mapping[str, str]) -> Iterator[Check]:
         for chain in cfg.chains.values():
             for rpc_url in chain.rpc_urls:
                 yield asyncio.run(_endpoint(chain, rpc_url))
+            if chain.settler_key_file is not None:
+                yield asyncio.run(_settler(chain, url))
+
+
+async def _settler(chain: config_mod.ChainConfig, database_url: str | None) -> Check:
+    """The settler key's address (never the key), its balance and its next nonce (the chain's,
+    and the one the ledger would hand out)."""
+    from verifier.rpc.client import EVM, RpcClient
+    from verifier.x402.settler import load_key
+
+    name = f"settler {chain.name}"
+    assert chain.settler_key_file is not None
+    try:
+        key = load_key(chain.settler_key_file, f"X402_{chain.name.upper()}_SETTLER_KEY_FILE")
+    except ConfigError as exc:
+        return Check(name, False, str(exc))
+    rpc = RpcClient(chain.name, list(chain.rpc_urls), codes=EVM, timeout=chain.rpc_timeout)
+    await rpc.open()
+    try:
+        async with asyncio.timeout(RPC_TIMEOUT):
+            balance = int(await rpc.request("eth_getBalance", [key.address, "latest"]), 16)
+            nonce = int(await rpc.request("eth_getTransactionCount", [key.address, "pending"]),
+                        16)
+    except (TimeoutError, VerifierError, ValueError, TypeError) as exc:
+        return Check(name, False, f"{key.address}: cannot read balance/nonce: {exc}")
+    finally:
+        await rpc.close()
+    ledger_next = settlements.settler_next_nonce(database_url, chain.name, key.address) \
+        if database_url else None
+    low = balance < chain.settler_min_balance_wei
+    detail = (f"{key.address}: balance {balance / 10**18:.6f} ETH"
+              f"{' (below X402_' + chain.name.upper() + '_SETTLER_MIN_BALANCE_ETH)' if low else ''}"
+              f", next nonce {nonce} on chain"
+              f"{'' if ledger_next is None else f', {ledger_next} in the ledger'}")
+    return Check(name, not low, detail)
 
 
 def _describe_config(cfg: config_mod.Config) -> str:

@@ -46,11 +46,27 @@ class TokenMove:
 
 
 @dataclass(frozen=True)
+class AuthorizationUse:
+    """An EIP-3009 AuthorizationUsed log (EVM): the token contract executed an authorization
+    that ``authorizer`` signed (transferWithAuthorization, receiveWithAuthorization), as x402's
+    "exact" scheme settles a payment."""
+
+    tx_hash: str
+    index: int  # log index
+    block_number: int
+    block_hash: str | None
+    token: str  # the contract that emitted the log
+    authorizer: str
+    nonce: str  # 0x-hex, 32 bytes
+
+
+@dataclass(frozen=True)
 class TxFacts:
     """Everything one transaction did that the rules read, decoded from a chain's answer.
 
-    EVM fills ``transfers`` (its Transfer logs); Solana fills ``balances`` and ``moves``.
-    ``signers`` lists the transaction's signers, fee payer first (Solana)."""
+    EVM fills ``transfers`` (its Transfer logs) and ``authorizations`` (its AuthorizationUsed
+    logs); Solana fills ``balances`` and ``moves``. ``signers`` lists the transaction's signers,
+    fee payer first (Solana)."""
 
     chain: str
     tx_hash: str
@@ -61,6 +77,7 @@ class TxFacts:
     balances: tuple[BalanceChange, ...] = ()
     moves: tuple[TokenMove, ...] = ()
     signers: tuple[str, ...] = ()
+    authorizations: tuple[AuthorizationUse, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -74,6 +91,9 @@ class Observed:
     from_address: str
     to_address: str
     amount: int
+    exact: bool = False
+    """An x402 "exact" payment: every transfer in it executed an EIP-3009 authorization
+    (rules.judge_transaction says when). Judged against the exact minimum."""
 
 
 @dataclass(frozen=True)

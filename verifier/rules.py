@@ -11,7 +11,15 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Literal
 
-from verifier.models import BalanceChange, ChainView, Observed, Transfer, TxFacts, Verdict
+from verifier.models import (
+    AuthorizationUse,
+    BalanceChange,
+    ChainView,
+    Observed,
+    Transfer,
+    TxFacts,
+    Verdict,
+)
 from verifier.vocab import NotPaid, PaymentStatus, Reason
 
 
@@ -22,6 +30,17 @@ class Policy:
     claim_proof: Literal["signature", "none"] = "signature"
     claim_ttl: timedelta = timedelta(minutes=30)
     not_found_grace: timedelta = timedelta(seconds=60)
+    exact_min_payment: int | None = None  # USDC base units; None: the price per request
+
+    @property
+    def exact_minimum(self) -> int:
+        """The least an x402 "exact" payment (Observed.exact) must be to count as paid."""
+        if self.exact_min_payment is None:
+            return self.price_per_request
+        return self.exact_min_payment
+
+    def minimum_for(self, payment: Observed) -> int:
+        return self.exact_minimum if payment.exact else self.min_payment
 
 
 def judge_transaction(facts: TxFacts, payees: Sequence[str], token: str) -> Observed | NotPaid:
@@ -42,7 +61,27 @@ def judge_transaction(facts: TxFacts, payees: Sequence[str], token: str) -> Obse
     _, _, to = max(paid)
     return Observed(chain=facts.chain, tx_hash=facts.tx_hash, block_number=facts.block_number,
                     block_hash=facts.block_hash, from_address=payer(facts, payees, token),
-                    to_address=to, amount=sum(a for a, _, _ in paid))
+                    to_address=to, amount=sum(a for a, _, _ in paid),
+                    exact=_exact(facts, payees, token))
+
+
+def _exact(facts: TxFacts, payees: Sequence[str], token: str) -> bool:
+    """Every ``token`` transfer into a payee is authorized, and there is one (EVM only: Solana
+    has no EIP-3009; its x402 payments are judged as any other for now)."""
+    counted = [t for t in facts.transfers if t.token == token and t.to_address in payees
+               and t.from_address not in payees and t.amount > 0]
+    return bool(counted) and all(authorized(t, facts.authorizations) for t in counted)
+
+
+def authorized(transfer: Transfer, authorizations: Iterable[AuthorizationUse]) -> bool:
+    """Did this Transfer execute an EIP-3009 authorization of its sender? True when the same
+    token contract logged AuthorizationUsed for the sender right before it, in the same
+    transaction: FiatToken's transferWithAuthorization and receiveWithAuthorization emit exactly
+    that pair (AuthorizationUsed, then Transfer), whoever submitted the transaction. Another
+    contract's log, another authorizer's, or a log elsewhere in the transaction is not it."""
+    return any(a.tx_hash == transfer.tx_hash and a.token == transfer.token
+               and a.authorizer == transfer.from_address and a.index == transfer.index - 1
+               for a in authorizations)
 
 
 def _received(facts: TxFacts, payees: Sequence[str], token: str) -> dict[str, int]:
@@ -116,19 +155,24 @@ def _authority(facts: TxFacts, payees: Sequence[str]) -> str:
 
 
 def payments_from_transfers(
-    transfers: Iterable[Transfer], payees: Sequence[str], token: str
+    transfers: Iterable[Transfer], payees: Sequence[str], token: str,
+    authorizations: Iterable[AuthorizationUse] = (),
 ) -> list[Observed]:
-    """Transfer facts of many transactions (an eth_getLogs range), judged one transaction at a
-    time: the payments, oldest first."""
+    """Transfer facts of many transactions (an eth_getLogs range), with the AuthorizationUsed
+    facts of the same range, judged one transaction at a time: the payments, oldest first."""
     grouped: dict[str, list[Transfer]] = {}
     for t in transfers:
         grouped.setdefault(t.tx_hash, []).append(t)
+    used: dict[str, list[AuthorizationUse]] = {}
+    for a in authorizations:
+        used.setdefault(a.tx_hash, []).append(a)
     payments = []
     for tx_hash, group in grouped.items():
         first = min(group, key=lambda t: t.index)
         verdict = judge_transaction(
             TxFacts(first.chain, tx_hash, first.block_number, first.block_hash,
-                    transfers=tuple(group)), payees, token)
+                    transfers=tuple(group), authorizations=tuple(used.get(tx_hash, ()))),
+            payees, token)
         if isinstance(verdict, Observed):
             payments.append(verdict)
     payments.sort(key=lambda p: (p.block_number, p.tx_hash))
@@ -136,20 +180,24 @@ def payments_from_transfers(
 
 
 def judge(payment: Observed, view: ChainView, policy: Policy) -> Verdict:
-    """Pending until final; then verified, or underpaid when below the minimum."""
+    """Pending until final; then verified, or underpaid when below the minimum: the exact
+    minimum for an x402 "exact" payment (X402_EXACT_MIN_PAYMENT_USDC, by default one request's
+    price: that scheme pays per request), else X402_MIN_PAYMENT_USDC."""
     confirmations = max(0, view.head - payment.block_number + 1)
+    minimum = policy.minimum_for(payment)
     if payment.block_number > view.final:
         status: PaymentStatus = "pending"
-    elif payment.amount < policy.min_payment:
+    elif payment.amount < minimum:
         status = "underpaid"
     else:
         status = "verified"
-    return Verdict(status, confirmations, requests_for(payment.amount, policy))
+    return Verdict(status, confirmations, requests_for(payment.amount, policy, minimum))
 
 
-def requests_for(amount: int, policy: Policy) -> int:
-    """floor(amount / price) in integer base units; an underpayment buys nothing."""
-    if amount < policy.min_payment:
+def requests_for(amount: int, policy: Policy, minimum: int | None = None) -> int:
+    """floor(amount / price) in integer base units; an underpayment (below ``minimum``, by
+    default X402_MIN_PAYMENT_USDC's) buys nothing."""
+    if amount < (policy.min_payment if minimum is None else minimum):
         return 0
     return amount // policy.price_per_request
 

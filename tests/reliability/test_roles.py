@@ -14,7 +14,7 @@ from psycopg.conninfo import make_conninfo
 
 from tests.daemon import eventually, query, running_daemon
 from tests.db import data
-from tests.evm.chain import daemon_env, fresh_chain
+from tests.evm.chain import PAYEE, daemon_env, fresh_chain
 from tests.reliability.support import claim_sync, pay_many, proof
 from verifier import api, migrate
 from verifier.sqlfiles import migrations_dir
@@ -156,10 +156,16 @@ async def test_x402_daemon_runs_the_daemon_with_an_api_role_beside_it(database_u
     daemon_url, api_url = login_as("x402_daemon"), login_as("x402_api")
     with fresh_chain() as chain:
         [paid] = pay_many(chain, 1, seed="roles")
+        [exact_payer] = chain.devnet.new_accounts(1, seed="roles-exact")
+        chain.devnet.mint(exact_payer, 1_000)
+        # An x402 "exact" payment: the daemon's role records that too (verifier.exact_payments).
+        exact = chain.devnet.pay_with_authorization(exact_payer, PAYEE, 1_000)
         chain.devnet.mine(3)
         async with running_daemon(daemon_env(chain.url), daemon_url):
             await eventually(lambda: query(database_url, "SELECT status FROM x402_payments")
-                             == [("verified",)])
+                             == [("verified",), ("verified",)])
+            assert query(database_url, "SELECT tx_hash FROM verifier.exact_payments") \
+                == [(exact,)]
             token, token_hash = api.new_token()
             result = await _to_thread(claim_sync, api_url, paid.tx_hash, token_hash,
                                       proof(paid.signer, paid.tx_hash, token_hash))

@@ -17,6 +17,7 @@ from solders.keypair import Keypair
 from verifier import rules
 from verifier.chains import evm_decode, solana_decode
 from verifier.chains.solana_keys import associated_token_address
+from verifier.errors import UnreadableAnswer
 from verifier.models import ChainView, Observed
 
 USDC = "usdc"
@@ -47,6 +48,12 @@ class Move:
     sender: str
     recipient: str
     amount: int
+    # EVM: an AuthorizationUsed log right before the Transfer (EIP-3009, an x402 "exact"
+    # settlement), from this token contract (or `authorizing_token`) for this authorizer (or
+    # `authorizer`). Solana has no such log: the same move is an ordinary transfer there.
+    authorized: bool = False
+    authorizer: str | None = None
+    authorizing_token: str | None = None
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,7 @@ class Case:
     moves: tuple[Move, ...]
     failed: bool = False
     want: str | tuple[int, str, str] = "no_transfer"  # a reason, or (amount, status, payer)
+    want_solana: str | tuple[int, str, str] | None = None  # when Solana differs (no EIP-3009)
 
 
 CASES = {
@@ -77,7 +85,32 @@ CASES = {
         (Move(FAKE, PAYER, PAYEE, 1_000_000),), failed=True, want="failed_tx"),
     "a zero transfer to the payee is no transfer": Case(
         (Move(USDC, PAYER, PAYEE, 0),), want="no_transfer"),
+    # x402 "exact" payments (EIP-3009), whoever settled them: one request's price suffices.
+    "an x402 exact payment of one request is verified": Case(
+        (Move(USDC, PAYER, PAYEE, 1_000, authorized=True),),
+        want=(1_000, "verified", PAYER), want_solana=(1_000, "underpaid", PAYER)),
+    "an x402 exact payment below one request is underpaid": Case(
+        (Move(USDC, PAYER, PAYEE, 999, authorized=True),), want=(999, "underpaid", PAYER)),
+    "two exact payments in one transaction are exact": Case(
+        (Move(USDC, PAYER, PAYEE, 500, authorized=True),
+         Move(USDC, PAYER, PAYEE, 500, authorized=True)),
+        want=(1_000, "verified", PAYER), want_solana=(1_000, "underpaid", PAYER)),
+    "a plain transfer beside an exact one makes the payment plain": Case(
+        (Move(USDC, PAYER, PAYEE, 1_000, authorized=True), Move(USDC, PAYER, PAYEE, 1_000)),
+        want=(2_000, "underpaid", PAYER)),
+    "another contract's AuthorizationUsed makes no exact payment": Case(
+        (Move(USDC, PAYER, PAYEE, 1_000, authorized=True, authorizing_token=FAKE),),
+        want=(1_000, "underpaid", PAYER)),
+    "another authorizer's AuthorizationUsed makes no exact payment": Case(
+        (Move(USDC, PAYER, PAYEE, 1_000, authorized=True, authorizer=OTHER),),
+        want=(1_000, "underpaid", PAYER)),
+    "an authorized look-alike is still the wrong token": Case(
+        (Move(FAKE, PAYER, PAYEE, 10**12, authorized=True),), want="wrong_token"),
+    "an exact payment of a failed transaction is failed": Case(
+        (Move(USDC, PAYER, PAYEE, 1_000, authorized=True),), failed=True, want="failed_tx"),
 }
+
+AUTHORIZATION_USED = "0x98de503528ee59b575ef0c0a2576a82497bfc029a5685b209e9ec333479b10a5"
 
 
 # --- EVM: receipts and logs ----------------------------------------------------------------
@@ -91,9 +124,28 @@ def evm_log(move: Move, index: int) -> dict[str, Any]:
                        evm_decode.topic_for(EVM_WALLETS[move.recipient])]}
 
 
+def evm_authorization_log(move: Move, index: int) -> dict[str, Any]:
+    """What FiatToken's transferWithAuthorization logs right before the Transfer."""
+    return {"address": EVM_TOKENS[move.authorizing_token or move.token], "blockNumber": hex(900),
+            "blockHash": "0x" + "cd" * 32, "transactionHash": EVM_TX, "logIndex": hex(index),
+            "removed": False, "data": "0x",
+            "topics": [AUTHORIZATION_USED,
+                       evm_decode.topic_for(EVM_WALLETS[move.authorizer or move.sender]),
+                       "0x" + f"{index + 1:064x}"]}
+
+
+def evm_logs(case: Case) -> list[dict[str, Any]]:
+    logs: list[dict[str, Any]] = []
+    for m in case.moves:
+        if m.authorized:
+            logs.append(evm_authorization_log(m, len(logs)))
+        logs.append(evm_log(m, len(logs)))
+    return logs
+
+
 def evm_receipt(case: Case) -> dict[str, Any]:
     # A reverted transaction keeps no logs: that is what a real receipt of status 0 holds.
-    logs = [] if case.failed else [evm_log(m, i) for i, m in enumerate(case.moves)]
+    logs = [] if case.failed else evm_logs(case)
     return {"transactionHash": EVM_TX, "blockNumber": hex(900), "blockHash": "0x" + "cd" * 32,
             "status": "0x0" if case.failed else "0x1", "logs": logs}
 
@@ -105,11 +157,18 @@ def evm_lookup(case: Case) -> Observed | str:
 
 
 def evm_scan(case: Case) -> list[Observed]:
-    """What eth_getLogs answers a scan: USDC Transfer logs into a payee, of successful txs."""
+    """What eth_getLogs answers a scan: USDC Transfer logs into a payee, of successful txs; then
+    the USDC AuthorizationUsed logs of their senders."""
     usdc, payee = EVM_TOKENS[USDC], evm_decode.topic_for(EVM_WALLETS[PAYEE])
-    logs = [e for e in evm_receipt(case)["logs"] if e["address"] == usdc and e["topics"][2] == payee]
+    receipt_logs = evm_receipt(case)["logs"]
+    logs = [e for e in receipt_logs if e["address"] == usdc
+            and e["topics"][0] == evm_decode.TRANSFER_TOPIC and e["topics"][2] == payee]
     transfers = evm_decode.logged_transfers("base", logs, 900, 900)
-    return rules.payments_from_transfers(transfers, [EVM_WALLETS[PAYEE]], usdc)
+    senders = {evm_decode.topic_for(t.from_address) for t in transfers}
+    used = [e for e in receipt_logs if e["address"] == usdc
+            and e["topics"][0] == AUTHORIZATION_USED and e["topics"][1] in senders]
+    authorizations = evm_decode.logged_authorizations(used, 900, 900)
+    return rules.payments_from_transfers(transfers, [EVM_WALLETS[PAYEE]], usdc, authorizations)
 
 
 # --- Solana: getTransaction, jsonParsed ----------------------------------------------------
@@ -182,7 +241,8 @@ def test_both_chains_reach_the_same_verdict(name: str) -> None:
     case = CASES[name]
     evm = verdict(evm_lookup(case), EVM_WALLETS)
     solana = verdict(solana_lookup(case), SOLANA_WALLETS)
-    assert (evm, solana) == (case.want, case.want)
+    want_solana = case.want if case.want_solana is None else case.want_solana
+    assert (evm, solana) == (case.want, want_solana)
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -199,3 +259,24 @@ def test_the_payment_carries_the_transaction_and_its_block() -> None:
         "base", EVM_TX, 900, "0x" + "cd" * 32)
     assert (solana.chain, solana.tx_hash, solana.block_number, solana.block_hash) == (
         "solana", SOLANA_TX, 900, None)
+
+
+def test_the_exact_minimum_is_a_setting_of_its_own() -> None:
+    exact = evm_lookup(CASES["an x402 exact payment of one request is verified"])
+    plain = evm_lookup(CASES["a plain transfer beside an exact one makes the payment plain"])
+    assert isinstance(exact, Observed) and exact.exact
+    assert isinstance(plain, Observed) and not plain.exact
+    dearer = rules.Policy(price_per_request=1_000, min_payment=100_000, exact_min_payment=5_000)
+    assert rules.judge(exact, VIEW, dearer) == rules.Verdict("underpaid", 101, 0)
+    assert rules.judge(exact, VIEW, POLICY) == rules.Verdict("verified", 101, 1)
+    cheaper = rules.Policy(price_per_request=1_000, min_payment=1_500)
+    assert rules.judge(plain, VIEW, cheaper).status == "verified"  # plain: X402_MIN_PAYMENT_USDC
+
+
+def test_a_malformed_usdc_authorization_log_is_a_corrupt_receipt_not_a_plain_payment() -> None:
+    receipt = evm_receipt(CASES["an x402 exact payment of one request is verified"])
+    receipt["logs"][0]["topics"] = receipt["logs"][0]["topics"][:2]  # the nonce topic lost
+    with pytest.raises(UnreadableAnswer, match="AuthorizationUsed"):
+        evm_decode.receipt_facts("base", receipt, EVM_TX, EVM_TOKENS[USDC])
+    with pytest.raises(UnreadableAnswer, match="AuthorizationUsed"):
+        evm_decode.logged_authorizations(receipt["logs"][:1], 900, 900)

@@ -59,9 +59,9 @@ def facilitator_env(rpc_url: str, key_file: Path, token_file: Path | None,
         "X402_ANALYTICS_CRON": "0 0 1 1 *",
         "X402_LOG_FORMAT": "console",
         "X402_PRICE_PER_REQUEST_USDC": "0.001",
-        # Until the watcher judges AuthorizationUsed transfers by X402_EXACT_MIN_PAYMENT_USDC,
-        # its own minimum must not call a per-request payment underpaid.
-        "X402_MIN_PAYMENT_USDC": "0.001",
+        # Above the price: the watcher must judge these x402 "exact" payments by
+        # X402_EXACT_MIN_PAYMENT_USDC (default the price), as the facilitator does.
+        "X402_MIN_PAYMENT_USDC": "0.10",
         "X402_FACILITATOR_ADDR": "127.0.0.1:0",
         "X402_BASE_SETTLER_KEY_FILE": str(key_file),
         "X402_FACILITATOR_SETTLE_TIMEOUT": "10",

@@ -143,3 +143,62 @@ async def test_sigkill_between_broadcast_and_receipt_then_restart(
     assert query(database_url, "SELECT count(*), min(tx_hash) FROM x402_payments"
                  ) == [(1, tx.lower())]
     assert query(database_url, "SELECT count(*) FROM x402_usage") == [(1,)]
+
+
+async def test_two_daemons_settle_with_one_key_without_nonce_conflict(
+        devnet: EvmDevnet, database_url: str, secrets_dir: Path):
+    from tests.daemon import running_daemon
+    from tests.x402.conftest import facilitator_url
+
+    settler = devnet.accounts[9]
+    payers = devnet.accounts[1:9]
+    for payer in payers:
+        devnet.mint(payer.address, 1_000_000)
+    token = "s" * 32
+    env = facilitator_env(devnet.url, write_secret(secrets_dir / "k", settler.key.hex()),
+                          write_secret(secrets_dir / "t", token))
+    first = int(devnet.rpc("eth_getTransactionCount", settler.address, "pending"), 16)
+    bodies = [await payloads.body(p) for p in payers for _ in range(5)]  # 40 payments
+    async with running_daemon(env, database_url) as one, running_daemon(env, database_url) as two:
+        urls = [facilitator_url(one), facilitator_url(two)]
+        answers = await asyncio.gather(*(settle(urls[i % 2], token, b)
+                                         for i, b in enumerate(bodies)))
+        # Each authorization once more, on the other daemon: nothing new is sent.
+        repeats = await asyncio.gather(*(settle(urls[(i + 1) % 2], token, b)
+                                         for i, b in enumerate(bodies)))
+    assert all(a["success"] for a in answers), [a for a in answers if not a["success"]]
+    assert all(r["errorReason"] == "duplicate_settlement" for r in repeats)
+    assert [r["transaction"] for r in repeats] == [a["transaction"] for a in answers]
+    nonces = sorted(int(devnet.transaction(a["transaction"])["nonce"], 16) for a in answers)
+    assert nonces == list(range(first, first + len(bodies)))  # no conflict, no gap
+    assert int(devnet.rpc("eth_getTransactionCount", settler.address, "latest"), 16) \
+        == first + len(bodies)
+    assert query(database_url, "SELECT count(*) FROM x402_payments") == [(len(bodies),)]
+
+
+async def test_a_settlement_whose_nonce_another_transaction_took_fails(
+        devnet: EvmDevnet, database_url: str, secrets_dir: Path):
+    """The key used elsewhere took the settlement's nonce: the settlement will never be mined;
+    the tracker says so instead of waiting for ever, and a repeat answers transaction_failed."""
+    from tests.x402.conftest import paid_api_running
+
+    async with paid_api_running(devnet, database_url, secrets_dir,
+                                X402_FACILITATOR_SETTLE_TIMEOUT="0.5") as api:
+        body = await payloads.body(api.payer)
+        devnet.set_automine(False)
+        first = (await post(api, "/settle", body)).json()
+        assert first["errorReason"] == "settlement_pending"
+        tx = first["transaction"]
+        nonce = int(devnet.transaction(tx)["nonce"], 16)
+        devnet.rpc("anvil_dropTransaction", tx)
+        devnet.send({"from": api.settler.address, "to": api.settler.address, "value": "0x0",
+                     "nonce": hex(nonce)}, wait=False)
+        devnet.rpc("evm_mine")
+        devnet.set_automine(True)
+        await eventually(lambda: query(database_url, "SELECT state FROM verifier.settlements"
+                                       " WHERE state = 'failed'"), within=20)
+        again = (await post(api, "/settle", body)).json()
+    assert again["success"] is False and again["errorReason"] == "transaction_failed"
+    assert again["transaction"] == tx
+    assert devnet.receipt(tx) is None
+    assert query(database_url, "SELECT count(*) FROM x402_payments") == [(0,)]

@@ -13,7 +13,7 @@ def decoded(header: str) -> dict:
     return json.loads(base64.b64decode(header))
 
 
-async def test_a_paid_request_end_to_end(paid_api: PaidApi):
+async def test_a_paid_request_end_to_end(paid_api: PaidApi, capfd):
     before = paid_api.devnet.balance_of(PAYEE)
     async with payer_client(paid_api.payer) as client:
         response = await client.get(paid_api.url + ROUTE)
@@ -41,6 +41,10 @@ async def test_a_paid_request_end_to_end(paid_api: PaidApi):
                    "SELECT state, tx_hash, success_answered, signed_tx IS NOT NULL"
                    " FROM verifier.settlements")
     assert ledger == [("mined", tx.lower(), True, True)]
+    logged = capfd.readouterr()
+    assert paid_api.settler.address.lower() in logged.out + logged.err  # the address is shown
+    key = paid_api.settler.key.hex().removeprefix("0x")
+    assert key not in logged.out + logged.err  # the key never
 
 
 async def test_the_settlement_is_verified_after_confirmations_and_shows_in_the_views(

@@ -189,3 +189,16 @@ async def test_supported_lists_v2_v1_and_the_settler(paid_api: PaidApi):
     assert {"x402Version": 2, "scheme": "exact", "network": "eip155:8453"} in answer["kinds"]
     assert {"x402Version": 1, "scheme": "exact", "network": "base"} in answer["kinds"]
     assert answer["signers"] == {"eip155:*": [paid_api.settler.address]}
+
+
+async def test_a_known_nonce_with_another_value_is_no_duplicate(paid_api: PaidApi):
+    """Payer and nonce are public once settled: a payload reusing them with another value is
+    checked like any other, never answered from the ledger."""
+    body = await payloads.body(paid_api.payer)
+    assert (await post(paid_api, "/settle", body)).json()["success"] is True
+    forged = await payloads.body(paid_api.payer, amount="20000")
+    authorization(forged)["nonce"] = authorization(body)["nonce"]
+    answer = (await post(paid_api, "/settle", forged)).json()
+    assert answer["success"] is False
+    assert answer["errorReason"] == "invalid_exact_evm_payload_signature"
+    assert answer["transaction"] == ""

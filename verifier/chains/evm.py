@@ -1,4 +1,5 @@
-"""Base and Ethereum: USDC Transfer logs to the payees, found with eth_getLogs over block ranges.
+"""Base and Ethereum: USDC Transfer logs to the payees, found with eth_getLogs over block ranges,
+and the AuthorizationUsed logs (EIP-3009) of their senders, which make a payment x402 "exact".
 
 The adapter only fetches: verifier.chains.evm_decode turns the answers into facts and
 verifier.rules judges them.
@@ -25,17 +26,25 @@ from verifier.errors import (
     RpcError,
     UnreadableAnswer,
 )
-from verifier.models import ChainView, Cursor, Lookup, Observed
+from verifier.models import AuthorizationUse, ChainView, Cursor, Lookup, Observed, Transfer
 from verifier.rpc.client import RpcClient
 from verifier.rpc.failover import Endpoint
 
 from .base import ScanResult
-from .evm_decode import TRANSFER_TOPIC, logged_transfers, receipt_facts, topic_for
+from .evm_decode import (
+    AUTHORIZATION_USED_TOPIC,
+    TRANSFER_TOPIC,
+    logged_authorizations,
+    logged_transfers,
+    receipt_facts,
+    topic_for,
+)
 
 ERC1271_SELECTOR = "0x1626ba7e"
 _SIGNATURE = re.compile(r"^(0x)?[0-9a-fA-F]{130}$")
 GROW_AFTER = 3  # successful getLogs calls before the range doubles again
 BLOCK_BATCH = 100
+AUTHORIZERS_PER_QUERY = 100  # topic alternatives per eth_getLogs filter (providers cap them)
 
 log = structlog.get_logger("verifier.evm")
 
@@ -128,9 +137,16 @@ class EvmAdapter:
             transfers = logged_transfers(self.chain, logs, first, last)
         except UnreadableAnswer as exc:
             raise RetriableRpcError(str(exc)) from exc
+        try:
+            authorizations = await self._authorizations(transfers)
+        except RangeTooLargeError:
+            self.log_range = max(1, (last - first + 1) // 2)
+            self._streak = 0
+            log.info("log_range_shrunk", chain=self.chain, range=self.log_range)
+            return ScanResult([], list(cursors), done=False)
         self._grow()
         payments = rules.payments_from_transfers(transfers, self.cfg.payment_addresses,
-                                                 self.cfg.usdc)
+                                                 self.cfg.usdc, authorizations)
         block_hash = str(block["hash"]).lower()
         blocks = {last: block_hash}
         blocks.update({p.block_number: p.block_hash for p in payments if p.block_hash})
@@ -140,6 +156,39 @@ class EvmAdapter:
             blocks=sorted(blocks.items()),
             done=last >= view.head,
         )
+
+    async def _authorizations(self, transfers: Sequence[Transfer]) -> list[AuthorizationUse]:
+        """The AuthorizationUsed logs (EIP-3009) of the senders of these transfers, over the
+        blocks they are in: what tells an x402 "exact" payment (rules.authorized). Asked only
+        when a range paid the payees, and only for those senders, so an x402-busy chain costs
+        one more eth_getLogs per paying range, not a log per authorization anyone used."""
+        senders = sorted({t.from_address for t in transfers
+                          if t.from_address not in self.cfg.payment_addresses})
+        if not senders:
+            return []
+        low = min(t.block_number for t in transfers)
+        high = max(t.block_number for t in transfers)
+        calls: list[tuple[str, list[Any]]] = [
+            ("eth_getLogs", [{
+                "fromBlock": hex(low),
+                "toBlock": hex(high),
+                "address": self.cfg.usdc,
+                "topics": [AUTHORIZATION_USED_TOPIC,
+                           [topic_for(a) for a in senders[i:i + AUTHORIZERS_PER_QUERY]]],
+            }])
+            for i in range(0, len(senders), AUTHORIZERS_PER_QUERY)
+        ]
+        answers = await self.rpc.batch(calls)
+        try:
+            found = [a for logs in answers for a in logged_authorizations(logs, low, high)]
+        except UnreadableAnswer as exc:
+            raise RetriableRpcError(f"{self.chain}: {exc}") from exc
+        # Two calls, two moments: a block replaced in between would pair logs of two chains.
+        blocks = {t.tx_hash: t.block_hash for t in transfers}
+        if any(a.tx_hash in blocks and blocks[a.tx_hash] != a.block_hash for a in found):
+            raise RetriableRpcError(f"{self.chain}: AuthorizationUsed logs from another block "
+                                    "than their transaction's transfers (reorg in between)")
+        return found
 
     def _grow(self) -> None:
         self._streak += 1

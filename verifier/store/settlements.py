@@ -14,10 +14,12 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
+import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from verifier.config import base_units_to_usdc
+from verifier.errors import DatabaseError
 from verifier.models import Observed, Verdict
 from verifier.sqlfiles import queries
 from verifier.store.errors import wrapped
@@ -143,7 +145,7 @@ class SettlementStore:
         x402_payments row through the watcher's upsert and count the paid request as used."""
         assert s.tx_hash is not None
         payment = Observed(s.chain, s.tx_hash, block_number, block_hash, s.payer, s.pay_to,
-                           s.amount)
+                           s.amount, exact=True)
         async with wrapped("record settlement"), self.pool.connection() as conn, \
                 conn.transaction():
             cur = await conn.execute(self.q["mark_mined"], {
@@ -158,6 +160,9 @@ class SettlementStore:
                 "confirmations": [min(verdict.confirmations, 2**31 - 1)],
                 "status": [verdict.status], "requests": [verdict.requests_allocated],
             })
+            # An x402 "exact" payment (migration 013): the watcher judges it by that minimum.
+            await conn.execute(self.watch["remember_exact"], {"chain": s.chain,
+                                                              "tx_hash": [payment.tx_hash]})
             await conn.execute(self.watch["remember_blocks"], {
                 "chain": s.chain, "numbers": [block_number], "hashes": [block_hash]})
             if s.resource is not None:
@@ -191,3 +196,16 @@ class SettlementStore:
         async with wrapped("count settlements"), self.pool.connection() as conn:
             cur = await conn.execute(self.q["counts"])
             return {(c, s): int(n) for c, s, n in await cur.fetchall()}
+
+
+def settler_next_nonce(conninfo: str, chain: str, settler: str) -> int | None:
+    """For doctor: the nonce the ledger would hand out next (None: none handed out yet, or
+    the database cannot be read)."""
+    try:
+        with wrapped("read settler nonce"), \
+                psycopg.connect(conninfo, autocommit=True, connect_timeout=10) as conn:
+            row = conn.execute(queries("settlements.sql")["next_nonce"],
+                               {"chain": chain, "settler": settler}).fetchone()
+    except DatabaseError:
+        return None
+    return int(row[0]) if row else None

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
+from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from verifier.config import base_units_to_usdc
@@ -51,7 +52,7 @@ class Store:
         """Payments, the blocks they were seen in, and the cursor: all or nothing."""
         async with wrapped("record scan"), self.pool.connection() as conn, conn.transaction():
             if found:
-                await conn.execute(self.q["upsert_payments"], self._payment_params(chain, found))
+                await self._write_payments(conn, chain, found)
             if blocks:
                 await conn.execute(self.q["remember_blocks"], {
                     "chain": chain,
@@ -63,6 +64,15 @@ class Store:
                     "chain": cursor.chain, "account": cursor.account,
                     "position": cursor.position, "marker": cursor.marker,
                 })
+
+    async def _write_payments(self, conn: AsyncConnection, chain: str,
+                              found: Sequence[tuple[Observed, Verdict]]) -> None:
+        """The payments' rows, and which of them are x402 "exact" payments (in the caller's
+        transaction)."""
+        await conn.execute(self.q["upsert_payments"], self._payment_params(chain, found))
+        exact = [p.tx_hash for p, _ in found if p.exact]
+        if exact:
+            await conn.execute(self.q["remember_exact"], {"chain": chain, "tx_hash": exact})
 
     def _payment_params(self, chain: str, found: Sequence[tuple[Observed, Verdict]]) -> dict:
         return {
@@ -84,8 +94,9 @@ class Store:
             cur = await conn.execute(self.q["pending_payments"], {"chain": chain})
             rows = await cur.fetchall()
         return [
-            PendingPayment(pid, Observed(chain, tx, block, bhash, sender, payee, units_of(amount)))
-            for pid, tx, block, bhash, sender, payee, amount in rows
+            PendingPayment(pid, Observed(chain, tx, block, bhash, sender, payee, units_of(amount),
+                                         exact=exact))
+            for pid, tx, block, bhash, sender, payee, amount, exact in rows
         ]
 
     async def settle(self, settled: Sequence[tuple[int, Verdict]]) -> None:
@@ -153,8 +164,7 @@ class Store:
         """A payment found on demand for a claim, written like the watcher writes it."""
         async with wrapped("record looked-up payment"), self.pool.connection() as conn, \
                 conn.transaction():
-            await conn.execute(self.q["upsert_payments"],
-                               self._payment_params(payment.chain, [(payment, verdict)]))
+            await self._write_payments(conn, payment.chain, [(payment, verdict)])
             if payment.block_hash:
                 await conn.execute(self.q["remember_blocks"], {
                     "chain": payment.chain,

@@ -54,8 +54,10 @@ def facilitator(config: Config, adapters: Mapping[str, ChainAdapter],
                 pool: AsyncConnectionPool) -> Facilitator:
     loop = asyncio.get_running_loop()
     chains: dict[str, ChainFacilitator] = {}
+    # The watcher's policy: a settlement is an x402 "exact" payment, judged by its minimum.
     exact = rules.Policy(price_per_request=config.price_per_request,
-                         min_payment=config.exact_min_payment)
+                         min_payment=config.min_payment,
+                         exact_min_payment=config.exact_min_payment)
     for name, settler in settlers(config, adapters).items():
         cfg = config.chains[name]
         assert cfg.chain_id is not None

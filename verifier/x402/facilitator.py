@@ -63,7 +63,7 @@ class ChainFacilitator:
     verifier: SdkVerifier
     settler: Settler
     adapter: ChainAdapter
-    policy: rules.Policy  # price per request and the x402 "exact" minimum
+    policy: rules.Policy  # the watcher's: price per request and the x402 "exact" minimum
     waiters: dict[int, asyncio.Event] = field(default_factory=dict)
 
 
@@ -80,6 +80,7 @@ class Facilitator:
         self.outcomes: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
         self._kick: dict[str, asyncio.Event] = {name: asyncio.Event() for name in self.chains}
         self._last_broadcast: dict[int, float] = {}
+        self._missing: set[int] = set()
 
     # -- /supported ---------------------------------------------------------------------------
 
@@ -169,13 +170,15 @@ class Facilitator:
         assert chain is not None and auth is not None
         name = chain.terms.chain
         existing = await self.store.find(name, auth.payer, auth.nonce)
-        if existing is not None:
+        if existing is not None and _same(existing, req):
             return await self._answer(chain, existing.id, req, payer)
+        # Not in the ledger, or another authorization under a known (public) nonce: checked
+        # like any new payload (the chain then says the nonce is used).
         refusal = await self._check(chain, req)
         if refusal is not None:
             # Lost a race with a settlement that started meanwhile: its answer, not the chain's.
             existing = await self.store.find(name, auth.payer, auth.nonce)
-            if existing is not None:
+            if existing is not None and _same(existing, req):
                 return await self._answer(chain, existing.id, req, payer)
             return wire.settle_answer(False, network=req.network, payer=payer,
                                       reason=refusal.reason, message=refusal.message)
@@ -214,7 +217,7 @@ class Facilitator:
         else:
             await self.store.sent(settlement_id)
             log.info("x402_settlement_sent", chain=chain.terms.chain, tx_hash=tx_hash,
-                     nonce=nonce, payer=auth.payer)
+                     settler=settler.address, nonce=nonce, payer=auth.payer)
         self._kick[chain.terms.chain].set()
 
     async def _answer(self, chain: ChainFacilitator, settlement_id: int,
@@ -286,8 +289,22 @@ class Facilitator:
             return
         receipts = await settler.receipts([s.tx_hash for s in rows if s.tx_hash])
         view = None
+        mined_nonce: int | None = None
         for s, receipt in zip(rows, receipts, strict=True):
             if not isinstance(receipt, dict) or receipt.get("blockNumber") is None:
+                if mined_nonce is None:
+                    mined_nonce = await settler.mined_nonce()
+                if s.tx_nonce is not None and s.tx_nonce < mined_nonce \
+                        and s.id in self._missing:
+                    # Its nonce was used by another transaction (the key was used elsewhere)
+                    # and, asked again, it still has no receipt: it will never be mined.
+                    await self.store.failed(s.id, ERR_TRANSACTION_FAILED)
+                    log.warning("x402_settlement_replaced", chain=s.chain, tx_hash=s.tx_hash,
+                                nonce=s.tx_nonce)
+                    self._wake(chain, s.id)
+                    continue
+                if s.tx_nonce is not None and s.tx_nonce < mined_nonce:
+                    self._missing.add(s.id)  # the receipt may lag the nonce: ask once more
                 await self._maybe_rebroadcast(chain, s)
                 continue
             if view is None:
@@ -309,7 +326,7 @@ class Facilitator:
             block_hash = str(receipt["blockHash"]).lower()
             assert s.tx_hash is not None
             verdict = rules.judge(Observed(s.chain, s.tx_hash, block, block_hash, s.payer,
-                                           s.pay_to, s.amount), view, chain.policy)
+                                           s.pay_to, s.amount, exact=True), view, chain.policy)
             if await self.store.mined(s, block, block_hash, verdict):
                 log.info("x402_settlement_mined", chain=s.chain, tx_hash=s.tx_hash, block=block,
                          status=verdict.status)
@@ -340,3 +357,11 @@ class Facilitator:
         event = chain.waiters.get(settlement_id)
         if event is not None:
             event.set()
+
+
+def _same(s: Settlement, req: wire.FacilitatorRequest) -> bool:
+    """The request repeats the stored authorization (its recipient, value and network), not
+    merely its payer and nonce, which anyone can read on chain once it is settled."""
+    auth = req.authorization
+    return auth is not None and auth.to == s.pay_to and auth.value == s.amount \
+        and req.asset == s.asset and req.network == s.network

@@ -61,7 +61,8 @@ async def serve(facilitator: Facilitator, host: str, port: int,
     server = FacilitatorServer(runner)
     bound_host, bound_port = server.address
     log.info("facilitator_listening", address=f"{bound_host}:{bound_port}",
-             chains=list(facilitator.chains), auth=token is not None)
+             chains=list(facilitator.chains), auth=token is not None,
+             settlers={n: c.settler.address for n, c in facilitator.chains.items()})
     return server
 
 

@@ -133,6 +133,11 @@ class Settler:
         return int(await self.rpc.request("eth_getTransactionCount", [self.address, "pending"]),
                    16)
 
+    async def mined_nonce(self) -> int:
+        """How many of the key's transactions are mined (its 'latest' transaction count)."""
+        return int(await self.rpc.request("eth_getTransactionCount", [self.address, "latest"]),
+                   16)
+
     def signer_for(self, auth: Authorization, fees: Fees):  # -> Callable[[int], (raw, hash)]
         data = transfer_call(auth)
 
