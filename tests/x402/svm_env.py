@@ -46,7 +46,6 @@ class SvmSetup:
             "X402_ANALYTICS_CRON": "0 0 1 1 *",
             "X402_LOG_FORMAT": "console",
             "X402_PRICE_PER_REQUEST_USDC": "0.001",
-            "X402_MIN_PAYMENT_USDC": "0.001",
             "X402_FACILITATOR_ADDR": "127.0.0.1:0",
             "X402_FACILITATOR_TOKEN_FILE": str(self.token_file),
             "X402_FACILITATOR_SETTLE_TIMEOUT": "10",

@@ -62,9 +62,13 @@ async def test_paid_settlement_is_one_payment_row_and_the_request_used(
     again = await post(facilitator, "/settle", body)
     assert again["success"] is False and again["errorReason"] == "duplicate_settlement"
     assert again["transaction"] == sig and s.node.sent[sig] == 1
-    # The watcher sees the same signature on the payee's ATA: still one row.
-    await asyncio.sleep(0.5)
-    assert query(database_url, "SELECT count(*) FROM x402_payments") == [(1,)]
+    # The watcher sees the same signature on the payee's ATA: still one row, and still
+    # verified although $0.01 is below X402_MIN_PAYMENT_USDC (0.10): an x402 "exact" payment.
+    await eventually(lambda: query(database_url, "SELECT count(*) FROM verifier.cursors "
+                                   "WHERE chain = 'solana' AND position > %(p)s",
+                                   {"p": landed.slot - 1}), within=10)
+    assert query(database_url, "SELECT count(*), min(status) FROM x402_payments") == \
+        [(1, "verified")]
 
 
 async def test_eight_concurrent_identical_settles_send_one_transaction(

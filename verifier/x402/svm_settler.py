@@ -355,7 +355,8 @@ class SvmFacilitator:
                 await self.store.failed(s.id, svm.ERR_TRANSACTION_FAILED)
                 self._wake(s.id)
             return
-        paid = found.payment
+        # An x402 "exact" payment, judged by X402_EXACT_MIN_PAYMENT_USDC as on EVM.
+        paid = dataclasses.replace(found.payment, exact=True)
         verdict = rules.judge(paid, found.view, self.policy)
         # The row is what the watcher would write for this transaction.
         as_seen = dataclasses.replace(s, payer=paid.from_address, pay_to=paid.to_address,
