@@ -64,6 +64,10 @@ UPDATE verifier.settlements
    SET state = 'failed', error_reason = %(reason)s, updated_at = now()
  WHERE id = %(id)s AND state IN ('taken', 'signed', 'sent')
 
+-- name: release
+-- An entry taken but never signed: nothing was sent, so the authorization may be settled later.
+DELETE FROM verifier.settlements WHERE id = %(id)s AND state = 'taken'
+
 -- name: claim_success
 -- Exactly one answer per authorization says success:true: the one that flips this.
 UPDATE verifier.settlements
@@ -84,7 +88,7 @@ SELECT id FROM verifier.settlements
 
 -- name: abandoned
 -- Taken but never signed (the daemon died between taking and signing, or refused to sign):
--- no transaction exists, no nonce was allocated; the entry is closed so a repeat answers.
+-- no transaction exists, no nonce was allocated; the entry is released so a repeat settles.
 SELECT id FROM verifier.settlements
  WHERE chain = %(chain)s AND state = 'taken' AND updated_at < now() - %(older_than)s
 

@@ -202,3 +202,20 @@ async def test_a_settlement_whose_nonce_another_transaction_took_fails(
     assert again["transaction"] == tx
     assert devnet.receipt(tx) is None
     assert query(database_url, "SELECT count(*) FROM x402_payments") == [(0,)]
+
+
+async def test_an_entry_taken_and_never_signed_is_released(paid_api: PaidApi):
+    """A daemon that died between taking the entry and signing left no transaction: the entry
+    is released, and the authorization is settled on a retry."""
+    body = await payloads.body(paid_api.payer)
+    auth = body["paymentPayload"]["payload"]["authorization"]
+    query(paid_api.database_url,
+          "INSERT INTO verifier.settlements (chain, payer, nonce, pay_to, asset, amount,"
+          " valid_before, network, updated_at) VALUES ('base', %(payer)s, %(nonce)s, %(to)s,"
+          " 'x', 10000, 0, 'eip155:8453', now() - interval '2 minutes') RETURNING id",
+          {"payer": auth["from"].lower(), "nonce": auth["nonce"].lower(), "to": auth["to"].lower()})
+    await eventually(lambda: query(paid_api.database_url,
+                                   "SELECT count(*) = 0 FROM verifier.settlements")[0][0])
+    answer = (await post(paid_api, "/settle", body)).json()
+    assert answer["success"] is True, answer
+    assert query(paid_api.database_url, "SELECT state FROM verifier.settlements") == [("mined",)]

@@ -139,6 +139,11 @@ class SettlementStore:
         async with wrapped("mark settlement failed"), self.pool.connection() as conn:
             await conn.execute(self.q["mark_failed"], {"id": settlement_id, "reason": reason})
 
+    async def release(self, settlement_id: int) -> None:
+        """Drops an entry that was taken and never signed (nothing was sent)."""
+        async with wrapped("release settlement"), self.pool.connection() as conn:
+            await conn.execute(self.q["release"], {"id": settlement_id})
+
     async def mined(self, s: Settlement, block_number: int, block_hash: str,
                     verdict: Verdict) -> bool:
         """The settlement is on chain: mark it, and (once only, same transaction) write its

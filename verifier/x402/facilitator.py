@@ -204,10 +204,11 @@ class Facilitator:
                 settlement_id, chain.terms.chain, settler.address, chain_next,
                 settler.signer_for(auth, fees))
         except (RpcError, DatabaseError) as exc:
-            # Nothing was signed: the entry is closed, nothing is on chain.
+            # Nothing was signed, nothing is on chain: the entry is released, so a retry of the
+            # same authorization can settle it.
             log.warning("x402_settle_not_sent", chain=chain.terms.chain, error=str(exc))
             with contextlib.suppress(DatabaseError):
-                await self.store.failed(settlement_id, UNEXPECTED)
+                await self.store.release(settlement_id)
             return
         refused = await settler.broadcast(raw)
         if refused is not None:
@@ -281,7 +282,7 @@ class Facilitator:
     async def track_once(self, chain: ChainFacilitator) -> None:
         name, settler = chain.terms.chain, chain.settler
         for sid in await self.store.abandoned(name, timedelta(seconds=60)):
-            await self.store.failed(sid, UNEXPECTED)  # taken, never signed: nothing was sent
+            await self.store.release(sid)  # taken, never signed (a crash): nothing was sent
             self._wake(chain, sid)
         ids = await self.store.unfinished(name, settler.address, timedelta(0))
         rows = [s for s in [await self.store.get(i) for i in ids] if s and s.tx_hash]

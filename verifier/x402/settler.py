@@ -112,6 +112,7 @@ class Settler:
         self.gas_limit = gas_limit
         self.max_fee = int(max_fee_gwei * GWEI) if max_fee_gwei is not None else None
         self._fees: tuple[float, Fees] | None = None
+        self._chain_next: tuple[float, int] | None = None
 
     async def fees(self) -> Fees:
         """EIP-1559 fees: twice the base fee plus the node's suggested tip, capped by
@@ -130,8 +131,16 @@ class Settler:
         return fees
 
     async def chain_next_nonce(self) -> int:
-        return int(await self.rpc.request("eth_getTransactionCount", [self.address, "pending"]),
-                   16)
+        """The node's pending transaction count, read at most once a second: the ledger takes
+        the larger of it and its own next nonce, so a second-old figure never reuses a nonce
+        handed out here; it only lets the key move past transactions sent elsewhere."""
+        now = time.monotonic()
+        if self._chain_next and now - self._chain_next[0] < FEE_CACHE_SECONDS:
+            return self._chain_next[1]
+        count = int(await self.rpc.request("eth_getTransactionCount",
+                                           [self.address, "pending"]), 16)
+        self._chain_next = (now, count)
+        return count
 
     async def mined_nonce(self) -> int:
         """How many of the key's transactions are mined (its 'latest' transaction count)."""
