@@ -258,8 +258,10 @@ class SvmFacilitator:
         except DatabaseError as exc:
             log.warning("x402_settle_not_sent", chain=self.terms.chain, error=str(exc))
             with contextlib.suppress(DatabaseError):
-                await self.store.failed(taken, UNEXPECTED)
-            return await self._answer(taken, network, transfer.payer)
+                await self.store.release(taken)  # nothing was signed or sent: may be retried
+            return wire.settle_answer(False, network=network, payer=transfer.payer,
+                                      reason=UNEXPECTED, message="the ledger could not be "
+                                      "written; nothing was sent, try again")
         await self._send(taken, signed, signature)
         return await self._answer(taken, network, transfer.payer)
 
@@ -329,7 +331,7 @@ class SvmFacilitator:
     async def track_once(self) -> None:
         chain = self.terms.chain
         for sid in await self.store.abandoned(chain, timedelta(seconds=60)):
-            await self.store.failed(sid, UNEXPECTED)  # taken, never signed: nothing was sent
+            await self.store.release(sid)  # taken, never signed (a crash): nothing was sent
             self._wake(sid)
         ids = await self.store.unfinished(chain, self.settler.address, timedelta(0))
         rows = [s for s in [await self.store.get(i) for i in ids] if s and s.tx_hash]
