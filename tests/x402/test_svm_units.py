@@ -59,3 +59,19 @@ def test_a_bad_keypair_file_names_the_variable_not_the_key(tmp_path, text):
     with pytest.raises(ConfigError) as caught:
         load_keypair(path, VAR)
     assert VAR in str(caught.value) and text not in str(caught.value)
+
+
+async def test_doctor_shows_the_fee_payer_address_and_balance_never_the_key(
+        svm_setup, database_url):
+    import asyncio
+
+    from verifier import doctor
+
+    env = {**svm_setup.env(), "DATABASE_URL": database_url}
+    checks = await asyncio.to_thread(lambda: list(doctor.diagnose(env)))
+    payer = next(c for c in checks if c.name == "settler solana")
+    assert payer.ok, payer
+    assert str(svm_setup.fee_payer.pubkey()) in payer.detail and "5.000000000 SOL" in payer.detail
+    secret = svm_setup.key_file.read_text().strip()
+    assert all(secret not in c.detail and str(svm_setup.fee_payer) not in c.detail
+               for c in checks)
