@@ -49,6 +49,8 @@ from .policy import Refusal
 log = structlog.get_logger("verifier.x402")
 
 UNEXPECTED = "unexpected_settle_error"
+STATUS_BATCH = 256  # getSignatureStatuses takes at most 256 signatures
+FINISH_CONCURRENCY = 32
 UNEXPECTED_VERIFY = "unexpected_verify_error"
 
 
@@ -337,7 +339,11 @@ class SvmFacilitator:
         rows = [s for s in [await self.store.get(i) for i in ids] if s and s.tx_hash]
         if not rows:
             return
-        statuses = await self.settler.statuses([s.tx_hash for s in rows if s.tx_hash])
+        statuses: list[Any] = []
+        for start in range(0, len(rows), STATUS_BATCH):  # the method takes 256 at most
+            statuses += await self.settler.statuses(
+                [s.tx_hash or "" for s in rows[start:start + STATUS_BATCH]])
+        finished = []
         for s, status in zip(rows, statuses, strict=True):
             if not isinstance(status, dict):
                 await self._not_seen(s)
@@ -347,7 +353,16 @@ class SvmFacilitator:
                             err=str(status.get("err"))[:200])
                 self._wake(s.id)
             elif status.get("confirmationStatus") == "finalized":
+                finished.append(s)
+        # Read back and recorded side by side: a burst of settlements is not one RPC round
+        # trip each, one after the other.
+        limit = asyncio.Semaphore(FINISH_CONCURRENCY)
+
+        async def finish(s: Settlement) -> None:
+            async with limit:
                 await self._finish(s)
+
+        await asyncio.gather(*(finish(s) for s in finished))
 
     async def _finish(self, s: Settlement) -> None:
         assert s.tx_hash is not None
