@@ -12,7 +12,7 @@ from solders.hash import Hash
 from solders.message import to_bytes_versioned
 from solders.signature import Signature
 
-from tests.x402 import svm_payloads as sp
+from verifier.devnet import svm_payments as sp
 from verifier.devnet.solana_server import SolanaServer
 from verifier.devnet.solana_tokens import USDC_MINT, TokenKit, ata
 from verifier.x402 import svm

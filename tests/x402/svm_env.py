@@ -13,7 +13,7 @@ import httpx
 import pytest
 from solders.keypair import Keypair
 
-from tests.x402 import svm_payloads as sp
+from verifier.devnet import svm_payments as sp
 from verifier.devnet.solana_server import SolanaServer
 from verifier.devnet.solana_tokens import USDC_MINT, TokenKit, ata
 

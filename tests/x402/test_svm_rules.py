@@ -16,7 +16,7 @@ from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 
-from tests.x402 import svm_payloads as sp
+from verifier.devnet import svm_payments as sp
 from verifier.devnet.solana_tokens import USDC_MINT, ata
 from verifier.x402 import svm, wire
 from verifier.x402.policy import Refusal

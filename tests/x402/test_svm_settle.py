@@ -13,9 +13,9 @@ from solders.instruction import Instruction
 from solders.keypair import Keypair
 
 from tests.daemon import eventually, query, running_daemon
-from tests.x402 import svm_payloads as sp
 from tests.x402.conftest import facilitator_url
 from tests.x402.svm_env import PRICE_UNITS, SvmSetup, get, post
+from verifier.devnet import svm_payments as sp
 from verifier.devnet.solana_tokens import USDC_MINT, ata
 from verifier.x402 import svm
 

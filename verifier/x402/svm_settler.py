@@ -202,11 +202,14 @@ class SvmFacilitator:
         refusal = svm.policy(req, found, self.terms)
         if refusal is not None:
             return refusal, found.payer
-        try:
-            if not await self.settler.account_exists(found.destination):
+        try:  # both reads at once: one round trip, not two
+            exists, simulated = await asyncio.gather(
+                self.settler.account_exists(found.destination),
+                self.settler.simulate(req.transaction or ""))
+            if not exists:
                 return Refusal(svm.ERR_PAYEE_ATA_MISSING, "the payee's token account does not "
                                "exist; it is not created at the fee payer's cost"), found.payer
-            refusal = svm.simulation_refusal(await self.settler.simulate(req.transaction or ""))
+            refusal = svm.simulation_refusal(simulated)
         except RpcError as exc:
             log.warning("x402_svm_verify_failed", error=str(exc)[:300])
             return Refusal(UNEXPECTED_VERIFY, "the chain could not be read; try again"), \

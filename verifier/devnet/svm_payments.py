@@ -1,6 +1,7 @@
-"""x402 "exact" SVM payloads built in Python as @x402/svm's client builds them: a v0 message
-with the facilitator's fee payer as account 0, SetComputeUnitLimit, SetComputeUnitPrice, a
-Token TransferChecked into ATA(payTo, mint), optional Memo; signed by the payer only."""
+"""x402 "exact" SVM payloads for tests and benchmarks, built as @x402/svm's client builds them:
+a v0 message with the facilitator's fee payer as account 0, SetComputeUnitLimit,
+SetComputeUnitPrice, a Token TransferChecked into ATA(payTo, mint), optional Memo; signed by
+the payer only."""
 
 from __future__ import annotations
 
