@@ -96,11 +96,11 @@ class SvmApiThread(ApiThread):
             self.error = exc
 
 
-async def npm_pay(url: str, s: SvmSetup) -> dict[str, Any]:
+async def npm_pay(url: str, s: SvmSetup, **extra: Any) -> dict[str, Any]:
     node = shutil.which("node")
     assert node and (NODE_MODULES / "@x402" / "svm").is_dir(), "make tools installs @x402/svm"
     args = json.dumps({"url": url + ROUTE, "secretKey": list(bytes(s.payer)),
-                       "rpcUrl": s.node.url, "network": NETWORK})
+                       "rpcUrl": s.node.url, "network": NETWORK, **extra})
     proc = await asyncio.create_subprocess_exec(
         node, str(SCRIPT), args, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE, env={**os.environ, "NODE_PATH": str(NODE_MODULES)})
@@ -143,3 +143,25 @@ async def test_npm_client_pays_through_the_official_middleware(
     assert query(database_url, "SELECT tx_hash, status, requests_used FROM x402_payments"
                  ) == [(sig, "verified", 1)]
     assert query(database_url, "SELECT endpoint FROM x402_usage") == [(ROUTE,)]
+
+
+async def test_npm_payment_replayed_eight_times_at_once_settles_once(
+        svm_setup: SvmSetup, env: dict[str, str], database_url: str) -> None:
+    """The npm client's one PAYMENT-SIGNATURE sent 8 times at once through the official
+    middleware: one 200 with the settlement, every other answer a 402; one transaction."""
+    s = svm_setup
+    async with running_daemon(env, database_url) as daemon:
+        api = SvmApiThread(facilitator_url(daemon), str(s.payee.pubkey()))
+        try:
+            url = await api.started()
+            replayed = await npm_pay(url, s, repeat=8)
+        finally:
+            await asyncio.to_thread(api.stop)
+    assert replayed.get("firstStatus") == 402, replayed
+    statuses = sorted(a["status"] for a in replayed["answers"])
+    assert statuses == [200] + [402] * 7, replayed
+    (paid,) = [a for a in replayed["answers"] if a["status"] == 200]
+    sig = paid["paymentResponse"]["transaction"]
+    assert s.node.sent == {sig: 1} and s.usdc(s.payee) == PRICE_UNITS
+    assert query(database_url, "SELECT count(*) FROM x402_payments") == [(1,)]
+    assert query(database_url, "SELECT count(*) FROM x402_usage") == [(1,)]

@@ -339,7 +339,8 @@ class SvmFacilitator:
             await self.store.release(sid)  # taken, never signed (a crash): nothing was sent
             self._wake(sid)
         ids = await self.store.unfinished(chain, self.settler.address, timedelta(0))
-        rows = [s for s in [await self.store.get(i) for i in ids] if s and s.tx_hash]
+        got = await asyncio.gather(*(self.store.get(i) for i in ids))
+        rows = [s for s in got if s and s.tx_hash]
         if not rows:
             return
         statuses: list[Any] = []

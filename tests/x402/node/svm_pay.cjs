@@ -1,7 +1,11 @@
 // Pays one x402-protected URL with the official npm client: @x402/fetch + @x402/svm (exact).
-// Usage: node svm_pay.cjs '<json: {url, secretKey: [64 numbers], rpcUrl, network}>'
+// Usage: node svm_pay.cjs '<json: {url, secretKey: [64 numbers], rpcUrl, network, repeat?}>'
 // Prints one JSON line: {status, body, paymentResponse}.
-const { wrapFetchWithPayment, x402Client, decodePaymentResponseHeader } = require("@x402/fetch");
+// With repeat: N, the client's one PAYMENT-SIGNATURE is sent N times at once (a replay, as a
+// retrying client or an attacker would); prints {answers: [{status, paymentResponse}...]}.
+const {
+  wrapFetchWithPayment, x402Client, x402HTTPClient, decodePaymentResponseHeader,
+} = require("@x402/fetch");
 const { ExactSvmScheme } = require("@x402/svm/exact/client");
 const { createKeyPairSignerFromBytes } = require("@solana/kit");
 
@@ -10,6 +14,21 @@ async function main() {
   const signer = await createKeyPairSignerFromBytes(Uint8Array.from(args.secretKey));
   const client = new x402Client();
   client.register(args.network, new ExactSvmScheme(signer, { rpcUrl: args.rpcUrl }));
+  if (args.repeat) {
+    const http = new x402HTTPClient(client);
+    const first = await fetch(args.url);
+    const required = http.getPaymentRequiredResponse((n) => first.headers.get(n),
+                                                     await first.json().catch(() => undefined));
+    const headers = http.encodePaymentSignatureHeader(await http.createPaymentPayload(required));
+    const answers = await Promise.all(Array.from({ length: args.repeat }, async () => {
+      const r = await fetch(args.url, { headers });
+      const h = r.headers.get("PAYMENT-RESPONSE");
+      await r.text();
+      return { status: r.status, paymentResponse: h ? decodePaymentResponseHeader(h) : null };
+    }));
+    console.log(JSON.stringify({ firstStatus: first.status, answers }));
+    return;
+  }
   const pay = wrapFetchWithPayment(fetch, client);
   const response = await pay(args.url, { method: "GET" });
   const header = response.headers.get("PAYMENT-RESPONSE");
