@@ -153,3 +153,29 @@ def test_the_lookalike_has_no_eip3009(devnet: EvmDevnet) -> None:
 
     with pytest.raises(DevnetError, match="failed"):
         devnet.transfer_with_authorization(auth, signature, token=devnet.lookalike)
+
+
+def test_the_look_alike_can_stand_at_the_canonical_address_instead(fresh_devnet) -> None:
+    devnet = fresh_devnet("base")
+    assert not devnet.is_test_usdc()
+    devnet.install_test_usdc(USDC_BASE)
+
+    assert devnet.is_test_usdc()
+    payer = devnet.accounts[1]
+    tx = devnet.mint(payer, 10)  # anyone mints TestUSDC: no Mint event, no minter role
+    assert [log["topics"][0] for log in devnet.receipt(tx)["logs"]] == [TRANSFER_TOPIC]
+    auth, signature = devnet.authorize_transfer(payer, PAYEE, 4)
+    with pytest.raises(DevnetError, match="failed"):
+        devnet.transfer_with_authorization(auth, signature)
+
+
+def test_create_addresses_are_the_nodes() -> None:
+    # Known CREATE addresses of anvil's first dev account (what `forge create` deploys to).
+    sender = "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266"
+    assert usdc.create_address(sender, 0) == "0x5fbdb2315678afecb367f032d93f642f64180aa3"
+    assert usdc.create_address(sender, 1) == "0xe7f1725e7734ce288f8367e1bb143e90bb3f0512"
+    import rlp  # eth-account's dependency, only to check the hand-written RLP at larger nonces
+
+    for nonce in (0x7F, 0x80, 0xFF, 0x100, 2**40):
+        expected = "0x" + keccak(rlp.encode([bytes.fromhex(sender[2:]), nonce]))[12:].hex()
+        assert usdc.create_address(sender, nonce) == expected

@@ -307,6 +307,7 @@ class EvmDevnet:
         it becomes the default token. Mined in one block."""
         usdc.install(self, [address])
         self.usdc = address.lower()
+        self._kinds.pop(self.usdc, None)
         return self.usdc
 
     def install_test_usdc(self, address: str = USDC_BASE) -> str:
@@ -314,6 +315,7 @@ class EvmDevnet:
         block mined); it becomes the default. For tests that need USDC without EIP-3009."""
         self.rpc("anvil_setCode", address.lower(), solc.artifact("TestUSDC").runtime)
         self.usdc = address.lower()
+        self._kinds.pop(self.usdc, None)
         return self.usdc
 
     def is_test_usdc(self, token: str | None = None) -> bool:

@@ -36,7 +36,6 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import rlp
 from eth_abi import encode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
@@ -199,9 +198,20 @@ def roles() -> Roles:
 
 
 def create_address(sender: str, nonce: int) -> str:
-    """The address a CREATE from `sender` with `nonce` deploys to (lowercase)."""
-    encoded = rlp.encode([bytes.fromhex(sender.removeprefix("0x")), nonce])
-    return "0x" + keccak(encoded)[12:].hex()
+    """The address a CREATE from `sender` with `nonce` deploys to (lowercase):
+    keccak(rlp([sender, nonce]))[12:], the RLP written out for this one shape."""
+    raw = bytes.fromhex(sender.removeprefix("0x"))
+    if len(raw) != 20 or not 0 <= nonce < 2**64:
+        raise ValueError(f"bad sender {sender} or nonce {nonce}")
+    if nonce == 0:
+        encoded_nonce = b"\x80"
+    elif nonce < 0x80:
+        encoded_nonce = bytes([nonce])
+    else:
+        digits = nonce.to_bytes((nonce.bit_length() + 7) // 8, "big")
+        encoded_nonce = bytes([0x80 + len(digits)]) + digits
+    payload = b"\x94" + raw + encoded_nonce
+    return "0x" + keccak(bytes([0xC0 + len(payload)]) + payload)[12:].hex()
 
 
 # --- installing ---------------------------------------------------------------------------
