@@ -207,3 +207,22 @@ def test_simulation_refusal() -> None:
     assert failed is not None and failed.reason == svm.ERR_SIMULATION_FAILED
     assert "insufficient funds" in failed.message
     assert svm.simulation_refusal(None).reason == svm.ERR_SIMULATION_FAILED  # type: ignore[union-attr]
+
+
+def test_v1_body_with_a_network_name() -> None:
+    """v1: `network: "solana"`, `maxAmountRequired`, the payload under `payload.transaction`."""
+    mainnet = svm.SvmTerms(**{**TERMS.__dict__, "network": svm.MAINNET})
+    tx = sp.transaction(FEE_PAYER.pubkey(), [PAYER], std(), BLOCKHASH)
+    reqs = {"scheme": "exact", "network": "solana", "maxAmountRequired": str(AMOUNT),
+            "resource": "http://api.test/v1/quote", "description": "", "mimeType": "",
+            "payTo": str(PAY_TO), "maxTimeoutSeconds": 60, "asset": str(USDC_MINT),
+            "extra": {"feePayer": str(FEE_PAYER.pubkey())}}
+    body = json.dumps({"x402Version": 1, "paymentPayload": {
+        "x402Version": 1, "scheme": "exact", "network": "solana",
+        "payload": {"transaction": sp.encoded(tx)}}, "paymentRequirements": reqs}).encode()
+    assert svm.is_svm(body)
+    req = svm.parse(body)
+    assert req.version == 1 and req.amount == AMOUNT and req.resource_path == "/v1/quote"
+    assert svm.route(req, mainnet) is None
+    assert svm.route(req, TERMS) is not None  # a local network id has no v1 name
+    assert isinstance(svm.check(req, mainnet), svm.Transfer)
