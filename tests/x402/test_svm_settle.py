@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from decimal import Decimal
 
+import httpx
 import pytest
 from solders.instruction import Instruction
 from solders.keypair import Keypair
@@ -183,3 +184,25 @@ async def test_not_landed_then_blockhash_expired_is_closed_without_resending(
         await asyncio.sleep(0.5)
         assert s.node.sent[sig] == sent and s.usdc(s.payee) == 0
         assert s.node.calls["getSignatureStatuses"] >= 1
+
+
+async def test_metrics_show_the_fee_payer_balance_and_outcomes(
+        svm_setup: SvmSetup, database_url: str) -> None:
+    from tests.ops.harness import base_url, samples, value
+
+    s = svm_setup
+    async with running_daemon(s.env(), database_url) as daemon:
+        url = facilitator_url(daemon)
+        body = s.payment()
+        for _ in range(2):
+            await post(url, "/settle", body)
+        await daemon.metrics.refresh()
+        async with httpx.AsyncClient() as client:
+            text = (await client.get(base_url(daemon) + "/metrics")).text
+    found = samples(text)
+    assert value(found, "x402_settlements_total", outcome="success") == 1
+    assert value(found, "x402_settlements_total", outcome="duplicate") == 1
+    lamports = value(found, "x402_fee_payer_balance_lamports",
+                     address=str(s.fee_payer.pubkey()))
+    assert lamports == s.node.svm.get_balance(s.fee_payer.pubkey())
+    assert str(s.fee_payer) not in text
