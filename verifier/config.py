@@ -64,6 +64,10 @@ class ChainConfig:
     settler_max_fee_gwei: float | None = None
     settler_min_balance_wei: int = 0
     settler_gas_limit: int = 150_000
+    # Solana's x402 network id (CAIP-2, X402_SOLANA_NETWORK) and the bound on the compute unit
+    # price the fee payer pays (X402_SOLANA_SETTLER_MAX_COMPUTE_PRICE, microlamports).
+    x402_network: str | None = None
+    settler_max_compute_price: int = 5_000_000
 
 
 @dataclass(frozen=True)
@@ -252,8 +256,17 @@ def _chain(r: _Reader, name: str) -> ChainConfig:
 
 def _settler(r: _Reader, p: str, kind: ChainKind) -> dict:
     key = r.get(p + "SETTLER_KEY_FILE")
-    if key and kind != "evm":
-        raise ConfigError(f"{p}SETTLER_KEY_FILE: the facilitator settles EVM chains only")
+    if kind == "solana":
+        network = r.get(p + "NETWORK") or "solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp"
+        if not network.startswith("solana:") or len(network) > 64:
+            raise ConfigError(f"{p}NETWORK: {network!r} is not a CAIP-2 Solana network id "
+                              "(solana:<genesis hash prefix>)")
+        return {
+            "settler_key_file": Path(key) if key else None,
+            "x402_network": network,
+            "settler_max_compute_price": r.integer(p + "SETTLER_MAX_COMPUTE_PRICE", "5000000",
+                                                   minimum=0),
+        }
     max_fee = r.get(p + "SETTLER_MAX_FEE_GWEI")
     min_eth = r.get(p + "SETTLER_MIN_BALANCE_ETH") or "0"
     try:

@@ -70,8 +70,35 @@ def diagnose(env: Mapping[str, str]) -> Iterator[Check]:
         for chain in cfg.chains.values():
             for rank, rpc_url in enumerate(chain.rpc_urls):
                 yield asyncio.run(_endpoint(chain, rank, rpc_url))
-            if chain.settler_key_file is not None:
+            if chain.settler_key_file is not None and chain.kind == "solana":
+                yield asyncio.run(_fee_payer(chain))
+            elif chain.settler_key_file is not None:
                 yield asyncio.run(_settler(chain, url))
+
+
+async def _fee_payer(chain: config_mod.ChainConfig) -> Check:
+    """Solana's x402 fee payer: its address (never the key) and SOL balance."""
+    from verifier.rpc.client import SOLANA, RpcClient
+    from verifier.x402.svm_settler import load_keypair
+
+    name = "settler solana"
+    assert chain.settler_key_file is not None
+    try:
+        key = load_keypair(chain.settler_key_file, "X402_SOLANA_SETTLER_KEY_FILE")
+    except ConfigError as exc:
+        return Check(name, False, str(exc))
+    rpc = RpcClient(chain.name, list(chain.rpc_urls), codes=SOLANA, timeout=chain.rpc_timeout)
+    await rpc.open()
+    try:
+        async with asyncio.timeout(RPC_TIMEOUT):
+            answer = await rpc.request("getBalance", [key.address])
+        lamports = int(answer["value"])
+    except (TimeoutError, VerifierError, ValueError, TypeError, KeyError) as exc:
+        return Check(name, False, f"fee payer {key.address}: cannot read its balance: {exc}")
+    finally:
+        await rpc.close()
+    return Check(name, lamports > 0, f"fee payer {key.address}: balance "
+                 f"{lamports / 10**9:.9f} SOL, network {chain.x402_network}")
 
 
 async def _settler(chain: config_mod.ChainConfig, database_url: str | None) -> Check:

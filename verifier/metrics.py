@@ -73,6 +73,7 @@ class Metrics:
     database_up: bool | None = None
     facilitator: Any = None  # verifier.x402.facilitator.Facilitator, when serving
     settler_balances: dict[str, int | None] = field(default_factory=dict)
+    fee_payer_lamports: int | None = None
 
     def __post_init__(self) -> None:
         r = self.registry
@@ -118,6 +119,9 @@ class Metrics:
             return
         for name, chain in self.facilitator.chains.items():
             self.settler_balances[name] = await chain.settler.balance()
+        svm = getattr(self.facilitator, "svm", None)
+        if svm is not None:  # Solana's fee payer, in lamports
+            self.fee_payer_lamports = await svm.settler.balance()
 
     # -- database figures -----------------------------------------------------------------------
 
@@ -263,6 +267,13 @@ class _StateCollector:
             if value is not None:
                 balance.add_metric([name, chain.settler.address], value)
         yield balance
+        svm = getattr(f, "svm", None)
+        if svm is not None and self.m.fee_payer_lamports is not None:
+            lamports = GaugeMetricFamily("x402_fee_payer_balance_lamports",
+                                         "SOL balance of the Solana x402 fee payer",
+                                         labels=["address"])
+            lamports.add_metric([svm.settler.address], self.m.fee_payer_lamports)
+            yield lamports
 
     def _database(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("x402_database_up",

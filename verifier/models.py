@@ -79,6 +79,9 @@ class TxFacts:
     moves: tuple[TokenMove, ...] = ()
     signers: tuple[str, ...] = ()
     authorizations: tuple[AuthorizationUse, ...] = ()
+    # Solana: the transaction has the x402 "exact" SVM layout with a fee payer other than the
+    # transfer's authority (solana_decode.x402_exact_layout): an x402 payment, whoever settled it.
+    svm_exact: bool = False
 
 
 @dataclass(frozen=True)

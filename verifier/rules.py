@@ -69,8 +69,11 @@ def judge_transaction(facts: TxFacts, payees: Sequence[str], token: str) -> Obse
 
 
 def _exact(facts: TxFacts, payees: Sequence[str], token: str) -> bool:
-    """Every ``token`` transfer into a payee is authorized, and there is one (EVM only: Solana
-    has no EIP-3009; its x402 payments are judged as any other for now)."""
+    """Every ``token`` transfer into a payee is authorized, and there is one (EVM). Solana has
+    no EIP-3009: its x402 payments are the transactions of the "exact" SVM layout
+    (TxFacts.svm_exact), whoever settled them."""
+    if facts.chain == "solana":
+        return facts.svm_exact
     counted = [t for t in facts.transfers if t.token == token and t.to_address in payees
                and t.from_address not in payees and t.amount > 0]
     return bool(counted) and all(authorized(t, facts.authorizations) for t in counted)

@@ -34,6 +34,7 @@ from x402.mechanisms.evm.signers import EthAccountSigner
 
 from tests.daemon import running_daemon
 from tests.evm.conftest import anvil, devnet, evm_baseline  # noqa: F401  (fixtures)
+from tests.x402.svm_env import svm_setup  # noqa: F401  (fixture: Solana x402)
 from verifier.daemon import Daemon
 from verifier.devnet.evm import EvmDevnet
 

@@ -8,8 +8,10 @@ from pathlib import Path
 
 from psycopg_pool import AsyncConnectionPool
 
+from verifier import rules
 from verifier.chains.base import ChainAdapter
 from verifier.chains.evm import EvmAdapter
+from verifier.chains.solana import SolanaAdapter
 from verifier.config import Config
 from verifier.errors import ConfigError
 from verifier.store.settlements import SettlementStore
@@ -18,6 +20,8 @@ from .facilitator import ChainFacilitator, Facilitator
 from .policy import Terms
 from .sdk import ChainReader, SdkVerifier
 from .settler import Settler, load_key
+from .svm import SvmTerms
+from .svm_settler import SvmFacilitator, SvmSettler, load_keypair
 
 
 def read_token(path: Path) -> str:
@@ -35,7 +39,7 @@ def settlers(config: Config, adapters: Mapping[str, ChainAdapter]) -> dict[str, 
     """One Settler per chain that has a key file (refused when group/other can read it)."""
     found: dict[str, Settler] = {}
     for name, cfg in config.chains.items():
-        if cfg.settler_key_file is None:
+        if cfg.settler_key_file is None or cfg.kind != "evm":
             continue
         adapter = adapters[name]
         assert isinstance(adapter, EvmAdapter) and cfg.chain_id is not None
@@ -63,5 +67,24 @@ def facilitator(config: Config, adapters: Mapping[str, ChainAdapter],
         chains[name] = ChainFacilitator(terms, SdkVerifier(reader), settler, adapters[name],
                                         exact)
     store = SettlementStore(pool, access_ttl=config.access_ttl)
-    return Facilitator(chains, store, settle_timeout=config.settle_timeout,
-                       poll_interval=min(max(config.poll_interval / 4, 0.05), 0.5))
+    poll = min(max(config.poll_interval / 4, 0.05), 0.5)
+    return Facilitator(chains, store, settle_timeout=config.settle_timeout, poll_interval=poll,
+                       svm=svm_facilitator(config, adapters, store, exact, poll))
+
+
+def svm_facilitator(config: Config, adapters: Mapping[str, ChainAdapter], store: SettlementStore,
+                    exact: rules.Policy, poll: float) -> SvmFacilitator | None:
+    """Solana's "exact", when X402_SOLANA_SETTLER_KEY_FILE is set."""
+    cfg = config.chains.get("solana")
+    if cfg is None or cfg.settler_key_file is None:
+        return None
+    adapter = adapters["solana"]
+    assert isinstance(adapter, SolanaAdapter) and cfg.x402_network is not None
+    key = load_keypair(cfg.settler_key_file, "X402_SOLANA_SETTLER_KEY_FILE")
+    terms = SvmTerms(chain="solana", network=cfg.x402_network, mint=cfg.usdc,
+                     payees=cfg.payment_addresses, fee_payer=key.address,
+                     min_amount=max(config.policy.exact_minimum, 1),
+                     max_amount=config.facilitator_max_amount,
+                     max_compute_price=cfg.settler_max_compute_price)
+    return SvmFacilitator(terms, SvmSettler(adapter, key), store, exact,
+                          settle_timeout=config.settle_timeout, poll_interval=poll)

@@ -26,7 +26,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from x402.mechanisms.evm.constants import ERR_TRANSACTION_FAILED, ERR_TRANSFER_EVENT_MISMATCH
@@ -40,9 +40,13 @@ from verifier.models import Observed
 from verifier.store.settlements import Entry, Settlement, SettlementStore
 
 from . import policy as pol
+from . import svm as svm_wire
 from . import wire
 from .sdk import SdkVerifier
 from .settler import Settler
+
+if TYPE_CHECKING:
+    from .svm_settler import SvmFacilitator
 
 log = structlog.get_logger("verifier.x402")
 
@@ -66,8 +70,9 @@ class ChainFacilitator:
 class Facilitator:
     def __init__(self, chains: Mapping[str, ChainFacilitator], store: SettlementStore, *,
                  settle_timeout: float = 20.0, poll_interval: float = 0.25,
-                 rebroadcast_after: float = 3.0):
+                 rebroadcast_after: float = 3.0, svm: SvmFacilitator | None = None):
         self.chains = dict(chains)
+        self.svm = svm  # Solana's "exact" (verifier.x402.svm_settler), when configured
         self.store = store
         self.settle_timeout = settle_timeout
         self.poll_interval = poll_interval
@@ -87,11 +92,16 @@ class Facilitator:
             kinds += [{"x402Version": 1, "scheme": "exact", "network": n}
                       for n in c.terms.v1_networks]
             signers.setdefault("eip155:*", []).append(display_evm_address(c.settler.address))
+        if self.svm is not None:
+            kinds += self.svm.kinds()
+            signers.setdefault("solana:*", []).append(self.svm.settler.address)
         return {"kinds": kinds, "extensions": [], "signers": signers}
 
     # -- /verify ------------------------------------------------------------------------------
 
     async def verify(self, body: bytes) -> dict[str, Any]:
+        if self.svm is not None and svm_wire.is_svm(body):
+            return await self.svm.verify(body)
         try:
             req = wire.parse(body)
         except wire.Malformed as bad:
@@ -138,11 +148,14 @@ class Facilitator:
         else:
             reason = answer.get("errorReason")
             key = {DUPLICATE: "duplicate", PENDING: "pending", ERR_TRANSACTION_FAILED: "failed",
+                   svm_wire.ERR_TRANSACTION_FAILED: "failed",
                    UNEXPECTED: "failed"}.get(str(reason), "invalid")
             self.outcomes[key] += 1
         return answer
 
     async def _settle(self, body: bytes) -> dict[str, Any]:
+        if self.svm is not None and svm_wire.is_svm(body):
+            return await self.svm.settle(body)
         try:
             req = wire.parse(body)
         except wire.Malformed as bad:
@@ -249,7 +262,9 @@ class Facilitator:
 
     async def track(self, stop: asyncio.Event) -> None:
         """One loop per chain: receipts, outcomes, re-broadcasts (also after a restart)."""
-        await asyncio.gather(*(self._track(c, stop) for c in self.chains.values()))
+        svm_tracker = [self.svm.track(stop)] if self.svm is not None else []
+        await asyncio.gather(*(self._track(c, stop) for c in self.chains.values()),
+                             *svm_tracker)
 
     async def _track(self, chain: ChainFacilitator, stop: asyncio.Event) -> None:
         kick = self._kick[chain.terms.chain]
