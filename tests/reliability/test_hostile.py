@@ -518,7 +518,7 @@ async def test_a_base_rpc_that_is_really_another_chain_is_refused_naming_it(worl
             async with Daemon.open(cfg, database_url):
                 pass
     message = str(refused.value)
-    assert message.startswith("X402_BASE_RPC_URLS: " + impostor)
+    assert message.startswith("X402_BASE_RPC_URLS: #2 " + impostor)  # named by rank and origin
     assert "chain id 1, expected 8453" in message
     await still_serving(world)
 
