@@ -17,9 +17,17 @@ BENCH_SOLANA_ARGS ?= --payments 300 --payers 10
 BENCH_SQL_ARGS ?= --scale 0.1 --runs 100
 BENCH_REQUESTS_ARGS ?= --seconds 3
 
-.PHONY: install test lint demo chaos bench clean
+.PHONY: install test lint demo chaos bench clean pgbouncer
 
-install: $(VENV)/.installed $(TOOLS)/.installed
+install: $(VENV)/.installed $(TOOLS)/.installed pgbouncer
+
+# PgBouncer (Debian package) for the pooler tests: installed with apt-get when it is missing and
+# this runs as root on a machine with apt-get; otherwise install the pgbouncer package yourself.
+pgbouncer:
+	@command -v pgbouncer > /dev/null || test -x /usr/sbin/pgbouncer || \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get > /dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer > /dev/null; \
+	else echo "pgbouncer is not installed (apt-get install pgbouncer): the pooler tests need it" >&2; fi
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

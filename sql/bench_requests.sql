@@ -26,7 +26,7 @@ SELECT allowed, requests_remaining, reason
 
 -- name: merge
 -- What the cleanup job does first (a no-op where there is nothing to merge back).
-SELECT cleanup_expired_x402_payments()
+SELECT verifier.merge_request_slots()
 
 -- name: accounting
 -- Per payment of the run: allocated, used and usage rows logged.
