@@ -15,7 +15,7 @@ CHAOS_ARGS ?=
 BENCH_EVM_ARGS ?= --payments 1000 --payers 50 --blocks 200 --claims 100
 BENCH_SOLANA_ARGS ?= --payments 300 --payers 10
 BENCH_SQL_ARGS ?= --scale 0.1 --runs 100
-BENCH_REQUESTS_ARGS ?= --seconds 3
+BENCH_REQUESTS_ARGS ?= --seconds 6 --rounds 3
 
 .PHONY: install test lint demo chaos bench clean pgbouncer
 

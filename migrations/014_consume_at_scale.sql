@@ -63,23 +63,56 @@ DECLARE
     v_moved       BIGINT;
     v_remaining   BIGINT;
     v_in_slots    BIGINT;
+    v_pid         BIGINT;
+    v_last_used   TIMESTAMPTZ;
+    v_round       INTEGER := 0;
 BEGIN
     IF p_token_hash IS NULL OR p_token_hash !~ '^[0-9a-f]{64}$' THEN
         RETURN QUERY SELECT false, 0::BIGINT, 'malformed_token'::TEXT;
         RETURN;
     END IF;
 
-    SELECT t.payment_id, t.expires_at, t.last_used_at INTO v_token
-      FROM x402_tokens t WHERE t.token_hash = p_token_hash;
-    IF NOT FOUND THEN
-        RETURN QUERY SELECT false, 0::BIGINT, 'unknown_token'::TEXT;
-        RETURN;
+    -- 1. The payment row, if nobody holds it: the token is checked in the same statement, and
+    --    what is left comes back with it (the common case: one statement, then the usage row).
+    UPDATE x402_payments p
+       SET requests_used = p.requests_used + 1,
+           status = CASE WHEN p.requests_used + 1 = p.requests_allocated
+                         THEN 'used' ELSE p.status END
+      FROM x402_tokens t
+     WHERE t.token_hash = p_token_hash
+       AND t.expires_at > now()
+       AND p.id = (SELECT q.id FROM x402_payments q
+                    WHERE q.id = t.payment_id
+                      AND q.status = 'verified'
+                      AND q.expires_at > now()
+                      AND q.requests_used < q.requests_allocated
+                      FOR NO KEY UPDATE SKIP LOCKED)
+       AND p.status = 'verified'
+       AND p.expires_at > now()
+       AND p.requests_used < p.requests_allocated
+    RETURNING p.id, t.last_used_at,
+              p.requests_allocated - p.requests_used
+              + coalesce((SELECT sum(r.requests_left) FROM verifier.request_slots r
+                           WHERE r.payment_id = p.id), 0)
+         INTO v_pid, v_last_used, v_remaining;
+
+    IF v_pid IS NULL THEN
+        SELECT t.payment_id, t.expires_at, t.last_used_at INTO v_token
+          FROM x402_tokens t WHERE t.token_hash = p_token_hash;
+        IF NOT FOUND THEN
+            RETURN QUERY SELECT false, 0::BIGINT, 'unknown_token'::TEXT;
+            RETURN;
+        END IF;
+        v_pid := v_token.payment_id;
+        v_last_used := v_token.last_used_at;
     END IF;
 
     LOOP
+        EXIT WHEN v_remaining IS NOT NULL;  -- taken by 1. above
+        v_round := v_round + 1;
         v_got := false;
-        IF v_token.expires_at > now() THEN
-            -- 1. The payment row, if nobody holds it.
+        IF v_token.expires_at > now() AND v_round > 1 THEN
+            -- 1. again, after a wait.
             UPDATE x402_payments p
                SET requests_used = p.requests_used + 1,
                    status = CASE WHEN p.requests_used + 1 = p.requests_allocated
@@ -94,7 +127,8 @@ BEGIN
                AND p.expires_at > now()
                AND p.requests_used < p.requests_allocated;
             v_got := FOUND;
-
+        END IF;
+        IF v_token.expires_at > now() THEN
             -- 2. A slot with requests left that nobody holds, of a payment still good.
             IF NOT v_got THEN
                 UPDATE verifier.request_slots s
@@ -192,22 +226,24 @@ BEGIN
     END LOOP;
 
     -- Allowed. The token's last use, to the second: one write a second at most, not one a call.
-    IF v_token.last_used_at IS NULL OR v_token.last_used_at < now() - interval '1 second' THEN
+    IF v_last_used IS NULL OR v_last_used < now() - interval '1 second' THEN
         UPDATE x402_tokens t SET last_used_at = now()
          WHERE t.token_hash = p_token_hash
            AND (t.last_used_at IS NULL OR t.last_used_at < now() - interval '1 second');
     END IF;
     INSERT INTO x402_usage (payment_id, endpoint, method, status_code, response_time_ms,
                             ip_address, user_agent)
-    VALUES (v_token.payment_id, p_endpoint, p_method, p_status_code, p_response_time_ms,
+    VALUES (v_pid, p_endpoint, p_method, p_status_code, p_response_time_ms,
             p_ip_address, p_user_agent);
 
     -- What is left as this call sees it (under concurrent callers of one token, a snapshot).
-    SELECT p.requests_allocated - p.requests_used
-           + coalesce((SELECT sum(r.requests_left) FROM verifier.request_slots r
-                        WHERE r.payment_id = p.id), 0)
-      INTO v_remaining
-      FROM x402_payments p WHERE p.id = v_token.payment_id;
+    IF v_round > 0 THEN
+        SELECT p.requests_allocated - p.requests_used
+               + coalesce((SELECT sum(r.requests_left) FROM verifier.request_slots r
+                            WHERE r.payment_id = p.id), 0)
+          INTO v_remaining
+          FROM x402_payments p WHERE p.id = v_pid;
+    END IF;
     RETURN QUERY SELECT true, greatest(v_remaining, 0)::BIGINT, NULL::TEXT;
 END;
 $$;

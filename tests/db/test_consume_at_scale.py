@@ -100,14 +100,40 @@ def test_a_hot_token_is_split_into_slots_and_merged_back_exactly(database_url, c
     results = hammer(database_url, tok, callers=16, rounds=30)
     assert len(results) == 480 and all(r[0] for r in results)
     left, slots = conn.execute(SLOTS).fetchone()
-    assert slots > 0 and left > 0  # the hot token was served from slots
-    status, used = conn.execute(PAYMENT, {"id": pid}).fetchone()
+    _status, used = conn.execute(PAYMENT, {"id": pid}).fetchone()
     assert used == 480 + left  # the slots' requests count as used until merged
     assert data.consume(conn, tok)[:1] == (True,)
     assert conn.execute(MERGE).fetchone()[0] == slots
     assert conn.execute(PAYMENT, {"id": pid}).fetchone() == ("verified", 481)
     assert conn.execute(SLOTS).fetchone() == (0, 0)
     assert data.scalar(conn, "SELECT count(*) FROM x402_usage") == 481
+
+
+def test_a_caller_of_a_held_token_refills_a_slot_then_takes_it_without_waiting(
+        database_url, conn, conn_of):
+    pid = data.payment(conn, requests_allocated=100)
+    tok = data.token(conn, pid)
+    first, second = conn_of(database_url), conn_of(database_url)
+    result: list = []
+    with first.transaction():
+        assert data.consume(first, tok) == (True, 99, None)  # holds the payment row
+        waiter = threading.Thread(target=lambda: result.append(data.consume(second, tok)))
+        waiter.start()  # nothing in slots yet: it waits for the row, then refills
+        time.sleep(0.5)
+        assert result == []
+    waiter.join(timeout=30)
+    assert result == [(True, 98, None)]
+    assert conn.execute(SLOTS).fetchone() == (32, 1)
+    assert conn.execute(PAYMENT, {"id": pid}).fetchone() == ("verified", 34)
+    with first.transaction():
+        assert data.consume(first, tok)[0]  # holds the payment row again
+        second.execute("SET statement_timeout = '5s'")
+        assert data.consume(second, tok)[0]  # from the slot: no wait for the row lock
+        second.execute("RESET statement_timeout")
+    assert conn.execute(SLOTS).fetchone() == (31, 1)
+    conn.execute(MERGE)
+    assert conn.execute(PAYMENT, {"id": pid}).fetchone() == ("verified", 4)
+    assert data.scalar(conn, "SELECT count(*) FROM x402_usage") == 4
 
 
 def test_a_payment_fully_moved_into_slots_is_served_then_merged_back(conn):
