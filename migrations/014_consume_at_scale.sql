@@ -72,29 +72,29 @@ BEGIN
         RETURN;
     END IF;
 
-    -- 1. The payment row, if nobody holds it: the token is checked in the same statement, and
-    --    what is left comes back with it (the common case: one statement, then the usage row).
-    UPDATE x402_payments p
-       SET requests_used = p.requests_used + 1,
-           status = CASE WHEN p.requests_used + 1 = p.requests_allocated
-                         THEN 'used' ELSE p.status END
-      FROM x402_tokens t
+    -- 1. The payment row, if nobody holds it: locked (SKIP LOCKED) together with the token's
+    --    check, then updated by key (the common case: two statements and the usage row). The
+    --    lock is taken first and alone: a locking subquery inside the UPDATE could lock a newer
+    --    version than the one the UPDATE saw, and deadlock.
+    SELECT t.payment_id, t.last_used_at INTO v_pid, v_last_used
+      FROM x402_tokens t JOIN x402_payments p ON p.id = t.payment_id
      WHERE t.token_hash = p_token_hash
        AND t.expires_at > now()
-       AND p.id = (SELECT q.id FROM x402_payments q
-                    WHERE q.id = t.payment_id
-                      AND q.status = 'verified'
-                      AND q.expires_at > now()
-                      AND q.requests_used < q.requests_allocated
-                      FOR NO KEY UPDATE SKIP LOCKED)
        AND p.status = 'verified'
        AND p.expires_at > now()
        AND p.requests_used < p.requests_allocated
-    RETURNING p.id, t.last_used_at,
-              p.requests_allocated - p.requests_used
-              + coalesce((SELECT sum(r.requests_left) FROM verifier.request_slots r
-                           WHERE r.payment_id = p.id), 0)
-         INTO v_pid, v_last_used, v_remaining;
+       FOR NO KEY UPDATE OF p SKIP LOCKED;
+    IF v_pid IS NOT NULL THEN
+        UPDATE x402_payments p
+           SET requests_used = p.requests_used + 1,
+               status = CASE WHEN p.requests_used + 1 = p.requests_allocated
+                             THEN 'used' ELSE p.status END
+         WHERE p.id = v_pid
+        RETURNING p.requests_allocated - p.requests_used
+                  + coalesce((SELECT sum(r.requests_left) FROM verifier.request_slots r
+                               WHERE r.payment_id = p.id), 0)
+             INTO v_remaining;
+    END IF;
 
     IF v_pid IS NULL THEN
         SELECT t.payment_id, t.expires_at, t.last_used_at INTO v_token
@@ -113,37 +113,38 @@ BEGIN
         v_got := false;
         IF v_token.expires_at > now() AND v_round > 1 THEN
             -- 1. again, after a wait.
-            UPDATE x402_payments p
-               SET requests_used = p.requests_used + 1,
-                   status = CASE WHEN p.requests_used + 1 = p.requests_allocated
-                                 THEN 'used' ELSE p.status END
-             WHERE p.id = (SELECT q.id FROM x402_payments q
-                            WHERE q.id = v_token.payment_id
-                              AND q.status = 'verified'
-                              AND q.expires_at > now()
-                              AND q.requests_used < q.requests_allocated
-                              FOR NO KEY UPDATE SKIP LOCKED)
-               AND p.status = 'verified'
-               AND p.expires_at > now()
-               AND p.requests_used < p.requests_allocated;
-            v_got := FOUND;
+            PERFORM 1 FROM x402_payments q
+             WHERE q.id = v_pid
+               AND q.status = 'verified'
+               AND q.expires_at > now()
+               AND q.requests_used < q.requests_allocated
+               FOR NO KEY UPDATE SKIP LOCKED;
+            IF FOUND THEN
+                UPDATE x402_payments p
+                   SET requests_used = p.requests_used + 1,
+                       status = CASE WHEN p.requests_used + 1 = p.requests_allocated
+                                     THEN 'used' ELSE p.status END
+                 WHERE p.id = v_pid;
+                v_got := true;
+            END IF;
         END IF;
         IF v_token.expires_at > now() THEN
             -- 2. A slot with requests left that nobody holds, of a payment still good.
             IF NOT v_got THEN
-                UPDATE verifier.request_slots s
-                   SET requests_left = s.requests_left - 1
-                 WHERE (s.payment_id, s.slot) = (
-                           SELECT r.payment_id, r.slot FROM verifier.request_slots r
-                            WHERE r.payment_id = v_token.payment_id AND r.requests_left > 0
-                              AND EXISTS (SELECT 1 FROM x402_payments p
-                                           WHERE p.id = r.payment_id
-                                             AND p.status IN ('verified', 'used')
-                                             AND p.expires_at > now())
-                            LIMIT 1
-                              FOR UPDATE OF r SKIP LOCKED)
-                   AND s.requests_left > 0;
-                v_got := FOUND;
+                SELECT r.slot INTO v_slot FROM verifier.request_slots r
+                 WHERE r.payment_id = v_pid AND r.requests_left > 0
+                   AND EXISTS (SELECT 1 FROM x402_payments p
+                                WHERE p.id = r.payment_id
+                                  AND p.status IN ('verified', 'used')
+                                  AND p.expires_at > now())
+                 LIMIT 1
+                   FOR UPDATE OF r SKIP LOCKED;
+                IF FOUND THEN
+                    UPDATE verifier.request_slots s
+                       SET requests_left = s.requests_left - 1
+                     WHERE s.payment_id = v_pid AND s.slot = v_slot;
+                    v_got := true;
+                END IF;
             END IF;
 
             -- 3. A refill: wait for the payment row, take one request and move up to c_refill
@@ -165,15 +166,15 @@ BEGIN
                                          THEN 'used' ELSE p.status END
                      WHERE p.id = v_token.payment_id;
                     IF v_moved > 0 THEN
-                        UPDATE verifier.request_slots s
-                           SET requests_left = v_moved
-                         WHERE (s.payment_id, s.slot) = (
-                                   SELECT r.payment_id, r.slot FROM verifier.request_slots r
-                                    WHERE r.payment_id = v_token.payment_id
-                                      AND r.requests_left = 0
-                                    LIMIT 1
-                                      FOR UPDATE SKIP LOCKED);
-                        IF NOT FOUND THEN
+                        SELECT r.slot INTO v_slot FROM verifier.request_slots r
+                         WHERE r.payment_id = v_pid AND r.requests_left = 0
+                         LIMIT 1
+                           FOR UPDATE SKIP LOCKED;
+                        IF FOUND THEN
+                            UPDATE verifier.request_slots s
+                               SET requests_left = v_moved
+                             WHERE s.payment_id = v_pid AND s.slot = v_slot;
+                        ELSE
                             INSERT INTO verifier.request_slots (payment_id, slot, requests_left)
                             SELECT v_token.payment_id, coalesce(max(r.slot), 0) + 1, v_moved
                               FROM verifier.request_slots r
@@ -267,6 +268,7 @@ DECLARE
     v_back     BIGINT;
     v_slots    INTEGER;
     v_merged   INTEGER := 0;
+    v_free     INTEGER[];
 BEGIN
     FOR v_payment IN SELECT DISTINCT r.payment_id FROM verifier.request_slots r LOOP
         -- The payment row first, as a refill does: no new slot appears meanwhile.
@@ -275,12 +277,14 @@ BEGIN
             DELETE FROM verifier.request_slots r WHERE r.payment_id = v_payment;
             CONTINUE;
         END IF;
+        -- Locked first and alone (SKIP LOCKED: a slot in use is merged next time), then deleted.
+        SELECT array_agg(q.slot) INTO v_free FROM (
+            SELECT q.slot FROM verifier.request_slots q
+             WHERE q.payment_id = v_payment
+               FOR UPDATE SKIP LOCKED) q;
         WITH gone AS (
             DELETE FROM verifier.request_slots r
-             WHERE (r.payment_id, r.slot) IN (
-                       SELECT q.payment_id, q.slot FROM verifier.request_slots q
-                        WHERE q.payment_id = v_payment
-                          FOR UPDATE SKIP LOCKED)
+             WHERE r.payment_id = v_payment AND r.slot = ANY(v_free)
             RETURNING r.requests_left
         )
         SELECT coalesce(sum(requests_left), 0), count(*) INTO v_back, v_slots FROM gone;
