@@ -25,7 +25,8 @@
 --     status may read 'used' while
 --     slots still hold some: requests are still served from the slots.
 --
--- consume_request's body is 003's with these changes (answers and reasons unchanged).
+-- consume_request's body is 003's with these changes (answers and reasons unchanged), and with
+-- what 008 and 010 changed in it where those ran first (see the DO block).
 
 CREATE TABLE IF NOT EXISTS verifier.request_slots (
     payment_id     BIGINT NOT NULL,  -- no foreign key: the 002 rollback drops x402_payments
@@ -40,6 +41,17 @@ COMMENT ON TABLE verifier.request_slots IS
     'Requests of a payment moved out of x402_payments.requests_used for concurrent callers of one '
     'token; given back by cleanup_expired_x402_payments()';
 
+-- The body is written once, here, and created by the DO block below with what the migrations
+-- before this one made of the function: where 008 (least privilege) ran, it stays SECURITY
+-- DEFINER, owned by x402_owner, with pg_temp last in its search_path, and logs its fields capped
+-- with verifier.clip_bytes(); else it runs as its caller, as 003 made it. 010's answer for a
+-- token revoked by a reorg (payment_reorged, from its claim) is in the body either way.
+DO $do$
+DECLARE
+    v_definer  BOOLEAN;
+    v_owner    TEXT;
+    v_caps     BOOLEAN := to_regprocedure('verifier.clip_bytes(text,integer)') IS NOT NULL;
+    v_body     TEXT := $body$
 CREATE OR REPLACE FUNCTION verifier.consume_request(
     p_token_hash        TEXT,
     p_endpoint          TEXT,
@@ -51,9 +63,9 @@ CREATE OR REPLACE FUNCTION verifier.consume_request(
 )
 RETURNS TABLE (allowed BOOLEAN, requests_remaining BIGINT, reason TEXT)
 LANGUAGE plpgsql
-SECURITY INVOKER
-SET search_path = pg_catalog, public
-AS $$
+@SECURITY@
+SET search_path = @SEARCH_PATH@
+AS $fn$
 DECLARE
     c_refill      CONSTANT BIGINT := 32;  -- requests a refill moves into a slot, at most
     v_token       RECORD;
@@ -100,6 +112,12 @@ BEGIN
         SELECT t.payment_id, t.expires_at, t.last_used_at INTO v_token
           FROM x402_tokens t WHERE t.token_hash = p_token_hash;
         IF NOT FOUND THEN
+            -- 010: a token revoked by a reorg is gone, but its claim says so.
+            IF EXISTS (SELECT 1 FROM verifier.claims c
+                        WHERE c.token_hash = p_token_hash AND c.status = 'revoked') THEN
+                RETURN QUERY SELECT false, 0::BIGINT, 'payment_reorged'::TEXT;
+                RETURN;
+            END IF;
             RETURN QUERY SELECT false, 0::BIGINT, 'unknown_token'::TEXT;
             RETURN;
         END IF;
@@ -234,8 +252,8 @@ BEGIN
     END IF;
     INSERT INTO x402_usage (payment_id, endpoint, method, status_code, response_time_ms,
                             ip_address, user_agent)
-    VALUES (v_pid, p_endpoint, p_method, p_status_code, p_response_time_ms,
-            p_ip_address, p_user_agent);
+    VALUES (v_pid, @ENDPOINT@, @METHOD@, p_status_code, p_response_time_ms,
+            p_ip_address, @USER_AGENT@);
 
     -- What is left as this call sees it (under concurrent callers of one token, a snapshot).
     IF v_round > 0 THEN
@@ -247,7 +265,37 @@ BEGIN
     END IF;
     RETURN QUERY SELECT true, greatest(v_remaining, 0)::BIGINT, NULL::TEXT;
 END;
-$$;
+$fn$
+$body$;
+BEGIN
+    SELECT p.prosecdef, pg_catalog.pg_get_userbyid(p.proowner) INTO v_definer, v_owner
+      FROM pg_catalog.pg_proc p
+     WHERE p.oid = 'verifier.consume_request(text,text,text,integer,integer,inet,text)'
+                   ::regprocedure;
+    v_body := replace(v_body, '@SECURITY@',
+                      CASE WHEN v_definer THEN 'SECURITY DEFINER' ELSE 'SECURITY INVOKER' END);
+    v_body := replace(v_body, '@SEARCH_PATH@', CASE WHEN v_definer
+                      THEN 'pg_catalog, public, pg_temp' ELSE 'pg_catalog, public' END);
+    -- 008's caps: endpoint and user agent 1,024 bytes, method 10 characters, NULL stored empty.
+    v_body := replace(v_body, '@ENDPOINT@', CASE WHEN v_caps
+                      THEN 'verifier.clip_bytes(coalesce(p_endpoint, ''''), 1024)'
+                      ELSE 'p_endpoint' END);
+    v_body := replace(v_body, '@METHOD@', CASE WHEN v_caps
+                      THEN 'left(coalesce(p_method, ''''), 10)' ELSE 'p_method' END);
+    v_body := replace(v_body, '@USER_AGENT@', CASE WHEN v_caps
+                      THEN 'verifier.clip_bytes(p_user_agent, 1024)' ELSE 'p_user_agent' END);
+    EXECUTE v_body;  -- CREATE OR REPLACE keeps the owner and the grants
+
+    IF v_definer THEN
+        -- 008: the owner holds what the body uses; x402_api holds no table at all.
+        EXECUTE format('GRANT SELECT, INSERT, UPDATE ON verifier.request_slots TO %I', v_owner);
+    ELSE
+        -- 006: the function runs as its caller (x402_api, x402_daemon).
+        GRANT SELECT, INSERT, UPDATE ON verifier.request_slots TO x402_api;
+        GRANT SELECT (last_used_at) ON x402_tokens TO x402_api;
+    END IF;
+END;
+$do$;
 
 COMMENT ON FUNCTION verifier.consume_request(TEXT, TEXT, TEXT, INTEGER, INTEGER, INET, TEXT) IS
     'Checks a token and takes one paid request atomically (from its payment or one of its '
@@ -303,7 +351,4 @@ $$;
 REVOKE EXECUTE ON FUNCTION verifier.merge_request_slots() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION verifier.merge_request_slots() TO x402_daemon;
 
--- The roles of 006: consume_request runs as its caller (x402_api, x402_daemon).
-GRANT SELECT, INSERT, UPDATE ON verifier.request_slots TO x402_api;
-GRANT SELECT (last_used_at) ON x402_tokens TO x402_api;
 GRANT SELECT, INSERT, UPDATE, DELETE ON verifier.request_slots TO x402_daemon;
