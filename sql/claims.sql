@@ -3,18 +3,42 @@
 -- name: lock_claim
 -- The next waiting claim, row-locked until the caller's transaction ends, with its payment if
 -- recorded. SKIP LOCKED lets many workers and daemons share the queue. A claim decided inside
--- that transaction costs one commit.
+-- that transaction costs one commit. Claims whose payment is recorded come first: they are
+-- decided from the database, so they never wait behind claims that need the chain.
 SELECT c.id, c.chain, c.tx_hash, c.token_hash, c.proof, c.attempts, now() - c.created_at,
        p.id, p.status, p.from_address, p.amount_usdc,
-       EXISTS (SELECT 1 FROM x402_tokens t WHERE t.payment_id = p.id) AS claimed
+       EXISTS (SELECT 1 FROM x402_tokens t WHERE t.payment_id = p.id) AS claimed,
+       p.expires_at <= now() AS lapsed
   FROM verifier.claims c
   LEFT JOIN x402_payments p ON p.tx_hash = c.tx_hash AND p.chain = c.chain
  WHERE c.id = (
-        SELECT id FROM verifier.claims
-         WHERE status = 'waiting'
-           AND next_attempt_at <= now()
-           AND (lease_until IS NULL OR lease_until < now())
-         ORDER BY next_attempt_at, id
+        SELECT w.id FROM verifier.claims w
+         WHERE w.status = 'waiting'
+           AND w.next_attempt_at <= now()
+           AND (w.lease_until IS NULL OR w.lease_until < now())
+         ORDER BY EXISTS (SELECT 1 FROM x402_payments r
+                           WHERE r.tx_hash = w.tx_hash AND r.chain = w.chain) DESC,
+                  w.next_attempt_at, w.id
+         LIMIT 1
+           FOR UPDATE SKIP LOCKED)
+
+-- name: lock_recorded_claim
+-- As lock_claim, but only a claim whose payment is recorded: what a worker takes while the
+-- on-demand lookups are at their limit (verifier/claims.py Lookups).
+SELECT c.id, c.chain, c.tx_hash, c.token_hash, c.proof, c.attempts, now() - c.created_at,
+       p.id, p.status, p.from_address, p.amount_usdc,
+       EXISTS (SELECT 1 FROM x402_tokens t WHERE t.payment_id = p.id) AS claimed,
+       p.expires_at <= now() AS lapsed
+  FROM verifier.claims c
+  LEFT JOIN x402_payments p ON p.tx_hash = c.tx_hash AND p.chain = c.chain
+ WHERE c.id = (
+        SELECT w.id FROM verifier.claims w
+         WHERE w.status = 'waiting'
+           AND w.next_attempt_at <= now()
+           AND (w.lease_until IS NULL OR w.lease_until < now())
+           AND EXISTS (SELECT 1 FROM x402_payments r
+                        WHERE r.tx_hash = w.tx_hash AND r.chain = w.chain)
+         ORDER BY w.next_attempt_at, w.id
          LIMIT 1
            FOR UPDATE SKIP LOCKED)
 
@@ -28,19 +52,21 @@ UPDATE verifier.claims
 -- name: issue_token
 -- The token row is written in the same statement that closes the claim. ON CONFLICT keeps one
 -- token per payment even when two claims for it race.
+-- A payment past its expires_at (cleanup has not marked it yet) gets no dead token: 'expired'.
 WITH pay AS (
-    SELECT id, expires_at FROM x402_payments
+    SELECT id, expires_at, expires_at > now() AS live FROM x402_payments
      WHERE id = %(payment_id)s AND status = 'verified'
        FOR UPDATE
 ), tok AS (
     INSERT INTO x402_tokens (token_hash, payment_id, expires_at)
-    SELECT %(token_hash)s, pay.id, pay.expires_at FROM pay
+    SELECT %(token_hash)s, pay.id, pay.expires_at FROM pay WHERE pay.live
     ON CONFLICT DO NOTHING
     RETURNING id
 )
 UPDATE verifier.claims c
    SET status = CASE WHEN EXISTS (SELECT 1 FROM tok) THEN 'issued' ELSE 'rejected' END,
        reason = CASE WHEN EXISTS (SELECT 1 FROM tok) THEN NULL
+                     WHEN EXISTS (SELECT 1 FROM pay WHERE NOT pay.live) THEN 'expired'
                      WHEN EXISTS (SELECT 1 FROM pay) THEN 'already_claimed'
                      ELSE 'not_verified' END,
        payment_id = %(payment_id)s,
@@ -61,5 +87,10 @@ UPDATE verifier.claims
        payment_id = %(payment_id)s, updated_at = now()
  WHERE id = %(claim_id)s AND status = 'waiting'
 
+-- name: claim_channel
+-- New claims are announced on this channel (migration 008); only the daemon may read its name.
+SELECT channel FROM verifier.claim_channel
+
 -- name: listen_claims
-LISTEN x402_claims
+-- The channel is the name read above, composed in as an identifier (psycopg.sql).
+LISTEN {channel}

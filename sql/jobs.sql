@@ -21,6 +21,15 @@ SELECT cleanup_expired_x402_payments() AS expired
 -- name: prune_job_runs
 DELETE FROM verifier.job_runs WHERE started_at < %(before)s
 
+-- name: prune_claims
+-- Decided claims older than X402_CLAIM_RETENTION_DAYS. A claim whose token is still in
+-- x402_tokens stays (a TTL longer than the retention); a revoked claim, the tombstone of a
+-- reorged payment's token, goes once it is that old (consume then says unknown_token).
+DELETE FROM verifier.claims c
+ WHERE c.status <> 'waiting'
+   AND c.decided_at < %(before)s
+   AND NOT EXISTS (SELECT 1 FROM x402_tokens t WHERE t.token_hash = c.token_hash)
+
 -- name: missing_analytics_hours
 -- The whole UTC hours of the window [hour of %(now)s - %(hours)s hours, hour of %(now)s) for
 -- which x402_analytics lacks the row of at least one chain (update_x402_analytics() writes one

@@ -30,3 +30,14 @@ SELECT 1
 
 -- name: server_version
 SELECT current_setting('server_version') AS version
+
+-- name: quarantined
+-- Solana transactions put aside (migration 009), the longest quarantined first.
+SELECT chain, account, signature, slot, reason, error_code, attempts, first_seen, last_seen,
+       next_retry_at
+  FROM verifier.solana_quarantine
+ ORDER BY first_seen, signature
+ LIMIT 1000
+
+-- name: quarantined_by_reason
+SELECT chain, reason, count(*) AS n FROM verifier.solana_quarantine GROUP BY chain, reason

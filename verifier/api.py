@@ -34,7 +34,7 @@ from verifier.store import api as gateway
 @dataclass(frozen=True)
 class ClaimResult:
     claim_id: int | None
-    status: str  # waiting | issued | rejected | expired
+    status: str  # waiting | issued | rejected | expired | revoked
     reason: str | None
 
 

@@ -3,14 +3,17 @@
 Claims are taken with FOR UPDATE SKIP LOCKED (and a lease while the chain is asked), so any
 number of workers in any number of daemons share them, and a crashed worker's claim is taken
 again when its transaction or lease ends.
-Workers wake on NOTIFY x402_claims and also poll, so a lost notification only costs a poll.
+Workers wake on a NOTIFY of a new claim (on a channel only the daemon can name, so no other
+login can wake them) and also poll, so a lost notification only costs a poll.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -28,6 +31,51 @@ log = structlog.get_logger("verifier.claims")
 
 LEASE = timedelta(seconds=60)
 RETRY_AFTER_RPC_ERROR = timedelta(seconds=2)
+BACKOFF_CAP = timedelta(seconds=16)  # longest wait between two lookups of one claim
+SIGNERS_CACHED = 4096  # transactions whose signers are remembered
+
+
+class Lookups:
+    """Bounds the on-demand lookups of transactions not recorded yet: at most ``concurrency``
+    at once and ``rate`` per second (a token bucket holding up to one second's worth).
+    Anyone can submit claims for unknown hashes; this keeps them from taking every worker and
+    the RPC's capacity, so claims of recorded payments are decided meanwhile."""
+
+    def __init__(self, concurrency: int, rate: float, clock: Callable[[], float] = time.monotonic):
+        self.concurrency = max(1, concurrency)
+        self.rate = rate
+        self.clock = clock
+        self.in_flight = 0
+        self.started = 0
+        self._tokens = max(1.0, rate)
+        self._at = clock()
+
+    def _refill(self) -> None:
+        now = self.clock()
+        self._tokens = min(max(1.0, self.rate), self._tokens + (now - self._at) * self.rate)
+        self._at = now
+
+    def take(self) -> bool:
+        """Reserves one lookup (a slot and a token), or says none may start now."""
+        self._refill()
+        if self.in_flight >= self.concurrency or self._tokens < 1:
+            return False
+        self.in_flight += 1
+        self._tokens -= 1
+        return True
+
+    def give_back(self, *, unused: bool) -> None:
+        """Ends a reservation; ``unused``: no lookup was made, so its token is returned."""
+        self.in_flight -= 1
+        if unused:
+            self._tokens = min(max(1.0, self.rate), self._tokens + 1)
+        else:
+            self.started += 1
+
+
+def backoff(base: timedelta, attempts: int) -> timedelta:
+    """base, 2 base, 4 base ... up to BACKOFF_CAP: the wait before a claim's next lookup."""
+    return min(base * (2 ** min(max(attempts, 0), 16)), max(base, BACKOFF_CAP))
 
 
 @dataclass(frozen=True)
@@ -46,16 +94,28 @@ class ClaimProcessor:
     """
 
     def __init__(self, store: Store, adapters: Mapping[str, ChainAdapter], policy: rules.Policy,
-                 *, recheck: timedelta):
+                 *, recheck: timedelta, lookups: Lookups | None = None):
         self.store = store
         self.adapters = adapters
         self.policy = policy
         self.recheck = recheck
+        self.lookups = lookups or Lookups(concurrency=2, rate=20.0)
+        self._signers: OrderedDict[tuple[str, str], tuple[str, ...]] = OrderedDict()
 
     async def process_one(self) -> bool:
-        """Takes and handles one claim; False when none was waiting."""
+        """Takes and handles one claim; False when none was due (or only claims needing a
+        lookup were, and the lookups are at their limit)."""
+        reserved = self.lookups.take()
+        looked_up = [False]
+        try:
+            return await self._process(reserved, looked_up)
+        finally:
+            if reserved:
+                self.lookups.give_back(unused=not looked_up[0])
+
+    async def _process(self, reserved: bool, looked_up: list[bool]) -> bool:
         async with self.store.claim_session() as session:
-            claim = await session.lock_next()
+            claim = await session.lock_next(recorded_only=not reserved)
             if claim is None:
                 return False
             outcome = self._offline(claim)
@@ -63,6 +123,7 @@ class ClaimProcessor:
                 await self._apply(session, claim, outcome)
                 return True
             await session.lease(claim, LEASE)
+        looked_up[0] = claim.payment is None
         try:
             outcome = await self._online(claim)
         except RpcError as exc:
@@ -70,7 +131,8 @@ class ClaimProcessor:
             log.warning("claim_rpc_failed", claim_id=claim.id, chain=claim.chain,
                         tx_hash=claim.tx_hash, error=str(exc))
             async with self.store.claim_session() as session:
-                await session.defer(claim, RETRY_AFTER_RPC_ERROR, "rpc_unavailable", None)
+                await session.defer(claim, backoff(RETRY_AFTER_RPC_ERROR, claim.attempts),
+                                    "rpc_unavailable", None)
             return True
         async with self.store.claim_session() as session:
             await self._apply(session, claim, outcome)
@@ -88,8 +150,7 @@ class ClaimProcessor:
             return None
         proof_valid = None
         if self._needs_proof(payment):
-            message = rules.claim_message(claim.chain, claim.tx_hash, claim.token_hash)
-            proof_valid = adapter.proof_offline(payment.from_address, message, claim.proof)
+            proof_valid = self._proof_offline(claim, payment, adapter)
             if proof_valid is None:
                 return None
         return self._judge(claim, payment, None, proof_valid)
@@ -99,13 +160,53 @@ class ClaimProcessor:
         payment, lookup_reason = await self._payment(claim, adapter)
         proof_valid = None
         if payment is not None and self._needs_proof(payment):
-            message = rules.claim_message(claim.chain, claim.tx_hash, claim.token_hash)
-            proof_valid = await adapter.verify_proof(payment.from_address, message, claim.proof)
+            proof_valid = await self._proof_online(claim, payment, adapter)
         return self._judge(claim, payment, lookup_reason, proof_valid)
 
     def _needs_proof(self, payment: PaymentRow) -> bool:
-        return (payment.status == "verified" and not payment.claimed
+        return (payment.status == "verified" and not payment.claimed and not payment.lapsed
                 and self.policy.claim_proof == "signature")
+
+    # -- whose proof claims a payment: rules.accepted_signers ---------------------------------
+
+    def _proof_offline(self, claim: Claim, payment: PaymentRow,
+                       adapter: ChainAdapter) -> bool | None:
+        """True when local cryptography finds the proof by an accepted signer; False when no
+        signer could have made it (no proof); None when the chain must be asked (the
+        transaction's signers, or a contract wallet)."""
+        if not claim.proof:
+            return False
+        message = rules.claim_message(claim.chain, claim.tx_hash, claim.token_hash)
+        known = self._signers.get((claim.chain, claim.tx_hash))
+        for who in rules.accepted_signers(payment.from_address, known or ()):
+            if adapter.proof_offline(who, message, claim.proof):
+                return True
+        return None
+
+    async def _proof_online(self, claim: Claim, payment: PaymentRow,
+                            adapter: ChainAdapter) -> bool:
+        if not claim.proof:
+            return False
+        message = rules.claim_message(claim.chain, claim.tx_hash, claim.token_hash)
+        if await adapter.verify_proof(payment.from_address, message, claim.proof):
+            return True
+        signers = await self._tx_signers(claim, adapter)
+        for who in rules.accepted_signers(payment.from_address, signers)[1:]:
+            if await adapter.verify_proof(who, message, claim.proof):
+                return True
+        return False
+
+    async def _tx_signers(self, claim: Claim, adapter: ChainAdapter) -> tuple[str, ...]:
+        key = (claim.chain, claim.tx_hash)
+        if key not in self._signers:
+            self._remember_signers(key, await adapter.tx_signers(claim.tx_hash))
+        return self._signers[key]
+
+    def _remember_signers(self, key: tuple[str, str], signers: tuple[str, ...]) -> None:
+        self._signers[key] = signers
+        self._signers.move_to_end(key)
+        while len(self._signers) > SIGNERS_CACHED:
+            self._signers.popitem(last=False)
 
     def _judge(self, claim: Claim, payment: PaymentRow | None, lookup_reason: Reason | None,
                proof_valid: bool | None) -> Outcome:
@@ -115,6 +216,7 @@ class ClaimProcessor:
             lookup_reason=lookup_reason,
             already_claimed=bool(payment and payment.claimed),
             proof_valid=proof_valid,
+            payment_lapsed=bool(payment and payment.lapsed),
         )
         return Outcome(rules.judge_claim(facts, self.policy), payment.id if payment else None)
 
@@ -123,6 +225,8 @@ class ClaimProcessor:
         if claim.payment is not None:
             return claim.payment, None
         lookup = await adapter.lookup(claim.tx_hash)
+        if lookup.signers:
+            self._remember_signers((claim.chain, claim.tx_hash), lookup.signers)
         if lookup.payment is None or lookup.view is None:
             return None, lookup.reason
         verdict = rules.judge(lookup.payment, lookup.view, self.policy)
@@ -134,7 +238,10 @@ class ClaimProcessor:
     async def _apply(self, session: ClaimSession, claim: Claim, outcome: Outcome) -> None:
         decision, payment_id = outcome.decision, outcome.payment_id
         if decision.action == "wait":
-            await session.defer(claim, self.recheck, decision.reason, payment_id)
+            # A transaction the node does not know yet is asked again less and less often.
+            delay = (backoff(self.recheck, claim.attempts) if decision.reason == "not_found"
+                     else self.recheck)
+            await session.defer(claim, delay, decision.reason, payment_id)
             return
         if decision.action == "issue":
             assert payment_id is not None

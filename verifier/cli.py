@@ -13,6 +13,7 @@ from typing import Any
 # Only what every command needs is imported here; each command imports its own modules, so
 # `--help`, `migrate` and `jobs` never load web3, solana or the daemon (test_fast_commands).
 from verifier import config as config_mod
+from verifier import redact
 from verifier.errors import ConfigError, DatabaseError, VerifierError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -155,7 +156,8 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
     url = db.resolve_url(settings.database_url, settings.embedded_dir)
     run = asyncio.run(jobs.run_once(url, args.job, hour=args.hour,
                                     backfill_hours=settings.analytics_backfill_hours,
-                                    retention_days=settings.usage_retention_days))
+                                    retention_days=settings.usage_retention_days,
+                                    claim_retention_days=settings.claim_retention_days))
     _print({"job": run.job, "status": run.status, "seconds": round(run.seconds, 3),
             **run.detail})
     return EXIT_FAILURE if run.status == "failed" else EXIT_OK
@@ -247,18 +249,33 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Every command logs through the scrubbing set-up (to stderr), even those that read no
+    # configuration (doctor, status): what an RPC client logs never carries a credential.
+    from verifier import logs
+
+    fmt = os.environ.get("X402_LOG_FORMAT", "auto")
+    logs.configure(fmt if fmt in ("auto", "json", "console") else "auto")
     try:
         return int(args.func(args))
     except ConfigError as exc:
-        print(f"x402-verifier: configuration error: {exc}", file=sys.stderr)
+        _fail(f"configuration error: {exc}")
         return EXIT_USAGE
     except DatabaseError as exc:
         # Every statement goes through verifier.store, which raises only DatabaseError: one line.
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"x402-verifier: database error: {detail}", file=sys.stderr)
+        _fail(f"database error: {detail}")
         return EXIT_FAILURE
     except VerifierError as exc:
-        print(f"x402-verifier: {exc}", file=sys.stderr)
+        _fail(str(exc))
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
+    except Exception:  # a bug: its traceback, scrubbed like any log line
+        import traceback
+
+        print(redact.scrub(traceback.format_exc()), file=sys.stderr, end="")
+        return EXIT_FAILURE
+
+
+def _fail(message: str) -> None:
+    print(f"x402-verifier: {redact.scrub(message)}", file=sys.stderr)

@@ -6,6 +6,7 @@ with one line naming the variable; nothing else in the program reads ``os.enviro
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 import warnings
 from collections.abc import Callable, Mapping
@@ -15,6 +16,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Literal
 
+from verifier import redact
 from verifier.addresses import canonical_evm_address, canonical_solana_address
 from verifier.errors import ConfigError
 from verifier.money import base_units_to_usdc, usdc_to_base_units
@@ -57,6 +59,15 @@ class ChainConfig:
     rpc_concurrency: int = 8
     rpc_timeout: float = 10.0
     max_log_range: int = 2000
+    # x402 facilitator (verifier.x402): the settler's key file; None: this chain is not settled.
+    settler_key_file: Path | None = None
+    settler_max_fee_gwei: float | None = None
+    settler_min_balance_wei: int = 0
+    settler_gas_limit: int = 150_000
+    # Solana's x402 network id (CAIP-2, X402_SOLANA_NETWORK) and the bound on the compute unit
+    # price the fee payer pays (X402_SOLANA_SETTLER_MAX_COMPUTE_PRICE, microlamports).
+    x402_network: str | None = None
+    settler_max_compute_price: int = 5_000_000
 
 
 @dataclass(frozen=True)
@@ -73,9 +84,16 @@ class Config:
     analytics_cron: str = "5 * * * *"
     analytics_backfill_hours: int = 168
     usage_retention_days: int = 90
+    claim_retention_days: int = 30
+    claim_lookups_per_second: float = 20.0
     embedded_dir: Path = field(default_factory=lambda: Path("var"))
     log_format: Literal["auto", "json", "console"] = "auto"
     source: str | None = None  # the X402_CONFIG_FILE it was read from, if any
+    # x402 facilitator: None = off. The token is read from its file when the daemon starts.
+    facilitator_addr: tuple[str, int] | None = None
+    facilitator_token_file: Path | None = None
+    facilitator_max_amount: int = 1_000_000_000
+    settle_timeout: float = 20.0
 
 
 def load(env: Mapping[str, str], *, chains: bool = True) -> Config:
@@ -101,10 +119,11 @@ def load(env: Mapping[str, str], *, chains: bool = True) -> Config:
         if len(set(chain_names)) != len(chain_names):
             raise ConfigError("X402_CHAINS: a chain is listed twice")
         chain_cfgs = {name: _chain(r, name) for name in chain_names}
+    policy = _policy(r)
     return Config(
         database_url=r.get("DATABASE_URL") or None,
         chains=chain_cfgs,
-        policy=_policy(r),
+        policy=policy,
         access_ttl=timedelta(hours=r.number("X402_ACCESS_TTL_HOURS", "24", minimum=0.001)),
         poll_interval=r.number("X402_POLL_INTERVAL", "2", minimum=0.01),
         workers=r.integer("X402_WORKERS", "4", minimum=1, maximum=256),
@@ -113,9 +132,12 @@ def load(env: Mapping[str, str], *, chains: bool = True) -> Config:
         analytics_cron=r.cron("X402_ANALYTICS_CRON", "5 * * * *"),
         analytics_backfill_hours=r.integer("X402_ANALYTICS_BACKFILL_HOURS", "168", minimum=0),
         usage_retention_days=r.integer("X402_USAGE_RETENTION_DAYS", "90", minimum=1),
+        claim_retention_days=r.integer("X402_CLAIM_RETENTION_DAYS", "30", minimum=1),
+        claim_lookups_per_second=r.number("X402_CLAIM_LOOKUPS_PER_SECOND", "20", minimum=0.1),
         embedded_dir=Path(r.get("X402_EMBEDDED_DIR") or "var"),
         log_format=r.choice("X402_LOG_FORMAT", ("auto", "json", "console"), "auto"),  # type: ignore[arg-type]
         source=source,
+        **_facilitator(r, policy.price_per_request, chain_cfgs),
     )
 
 
@@ -142,11 +164,50 @@ def _policy(r: _Reader) -> Policy:
     return Policy(
         price_per_request=price,
         min_payment=minimum,
+        exact_min_payment=_exact_min_payment(r, price),
         claim_proof=r.choice("X402_CLAIM_PROOF", ("signature", "none"), "signature"),  # type: ignore[arg-type]
         claim_ttl=timedelta(seconds=r.number("X402_CLAIM_TTL_SECONDS", "1800", minimum=1)),
         not_found_grace=timedelta(
             seconds=r.number("X402_CLAIM_NOT_FOUND_GRACE_SECONDS", "60", minimum=0)),
     )
+
+
+def _facilitator(r: _Reader, price: int, chains: dict[str, ChainConfig]) -> dict:
+    addr = _addr(r, "X402_FACILITATOR_ADDR", "off")
+    token_raw = r.get("X402_FACILITATOR_TOKEN_FILE")
+    token_file = Path(token_raw) if token_raw else None
+    if addr is not None and token_file is None and not _loopback(addr[0]):
+        raise ConfigError(f"X402_FACILITATOR_ADDR: {addr[0]} is not a loopback address; set "
+                          "X402_FACILITATOR_TOKEN_FILE (a bearer token) to serve it there")
+    # Without chains (migrate, jobs) there is nothing to settle with, and nothing to check.
+    if addr is not None and chains and not any(c.settler_key_file for c in chains.values()):
+        raise ConfigError("X402_FACILITATOR_ADDR: no chain has X402_<CHAIN>_SETTLER_KEY_FILE")
+    return {
+        "facilitator_addr": addr,
+        "facilitator_token_file": token_file,
+        "facilitator_max_amount": r.usdc("X402_FACILITATOR_MAX_AMOUNT_USDC", "1000"),
+        "settle_timeout": r.number("X402_FACILITATOR_SETTLE_TIMEOUT", "20", minimum=0.1),
+    }
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _exact_min_payment(r: _Reader, price: int) -> int:
+    """X402_EXACT_MIN_PAYMENT_USDC: what an x402 "exact" (EIP-3009) payment must reach to be
+    verified; by default the price of one request, as that scheme pays per request."""
+    if r.get("X402_EXACT_MIN_PAYMENT_USDC") in (None, ""):
+        return price
+    minimum = r.usdc("X402_EXACT_MIN_PAYMENT_USDC", "0")
+    if minimum <= 0:
+        raise ConfigError("X402_EXACT_MIN_PAYMENT_USDC: must be more than 0")
+    return minimum
 
 
 def _chain(r: _Reader, name: str) -> ChainConfig:
@@ -157,7 +218,8 @@ def _chain(r: _Reader, name: str) -> ChainConfig:
         raise ConfigError(f"{p}RPC_URLS: required for chain {name} (comma-separated URLs)")
     for url in urls:
         if not url.startswith(("http://", "https://")):
-            raise ConfigError(f"{p}RPC_URLS: {url!r} is not an http(s) URL")
+            raise ConfigError(f"{p}RPC_URLS: {redact.origin(url)!r} is not an http(s) URL")
+    redact.remember(urls)
     canon = canonical_evm_address if d.kind == "evm" else canonical_solana_address
     payees = tuple(r.convert(p + "PAYMENT_ADDRESS", a, canon) for a in r.list(p + "PAYMENT_ADDRESS"))
     if not payees:
@@ -188,16 +250,49 @@ def _chain(r: _Reader, name: str) -> ChainConfig:
         rpc_concurrency=r.integer(p + "RPC_CONCURRENCY", "8", minimum=1, maximum=1024),
         rpc_timeout=r.number(p + "RPC_TIMEOUT", "10", minimum=0.1),
         max_log_range=r.integer(p + "MAX_LOG_RANGE", "2000", minimum=1),
+        **_settler(r, p, d.kind),
     )
 
 
+def _settler(r: _Reader, p: str, kind: ChainKind) -> dict:
+    key = r.get(p + "SETTLER_KEY_FILE")
+    if kind == "solana":
+        network = r.get(p + "NETWORK") or "solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp"
+        if not network.startswith("solana:") or len(network) > 64:
+            raise ConfigError(f"{p}NETWORK: {network!r} is not a CAIP-2 Solana network id "
+                              "(solana:<genesis hash prefix>)")
+        return {
+            "settler_key_file": Path(key) if key else None,
+            "x402_network": network,
+            "settler_max_compute_price": r.integer(p + "SETTLER_MAX_COMPUTE_PRICE", "5000000",
+                                                   minimum=0),
+        }
+    max_fee = r.get(p + "SETTLER_MAX_FEE_GWEI")
+    min_eth = r.get(p + "SETTLER_MIN_BALANCE_ETH") or "0"
+    try:
+        min_wei = int(Decimal(min_eth) * 10**18)
+    except InvalidOperation:
+        raise ConfigError(f"{p}SETTLER_MIN_BALANCE_ETH: {min_eth!r} is not a number") from None
+    return {
+        "settler_key_file": Path(key) if key else None,
+        "settler_max_fee_gwei": r.number(p + "SETTLER_MAX_FEE_GWEI", max_fee, minimum=0.000001)
+        if max_fee else None,
+        "settler_min_balance_wei": max(0, min_wei),
+        "settler_gas_limit": r.integer(p + "SETTLER_GAS_LIMIT", "150000", minimum=21000),
+    }
+
+
 def _metrics_addr(r: _Reader) -> tuple[str, int] | None:
-    raw = r.get("X402_METRICS_ADDR") or "127.0.0.1:9402"
+    return _addr(r, "X402_METRICS_ADDR", "127.0.0.1:9402")
+
+
+def _addr(r: _Reader, key: str, default: str) -> tuple[str, int] | None:
+    raw = r.get(key) or default
     if raw.lower() in ("off", "none", ""):
         return None
     host, sep, port = raw.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"X402_METRICS_ADDR: {raw!r} is not host:port (or 'off')")
+        raise ConfigError(f"{key}: {raw!r} is not host:port (or 'off')")
     return host.strip("[]") or "127.0.0.1", int(port)
 
 

@@ -20,7 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 from verifier import jobs, migrate
 from verifier.chains import open_adapter
 from verifier.chains.base import ChainAdapter
-from verifier.claims import ClaimProcessor, WorkerPool
+from verifier.claims import ClaimProcessor, Lookups, WorkerPool
 from verifier.config import ChainConfig, Config
 from verifier.errors import DatabaseError, MigrationError, VerifierError
 from verifier.metrics import Metrics, MetricsServer, serve
@@ -28,6 +28,10 @@ from verifier.store import Store, ledger
 from verifier.systemd import Notifier, stall_limit, watcher_progress
 from verifier.watcher import Watcher
 from verifier.watcher_status import StatusBoard
+from verifier.x402 import build as x402_build
+from verifier.x402.facilitator import Facilitator
+from verifier.x402.server import FacilitatorServer
+from verifier.x402.server import serve as x402_serve
 
 log = structlog.get_logger("verifier.daemon")
 STOP_GRACE = 8.0
@@ -50,6 +54,8 @@ class Daemon:
     claims: ClaimProcessor
     metrics_server: MetricsServer | None  # None: X402_METRICS_ADDR=off
     metrics_refresh: float = 15.0  # seconds between the payments/claims-by-status queries
+    facilitator: Facilitator | None = None  # None: X402_FACILITATOR_ADDR=off
+    facilitator_server: FacilitatorServer | None = None
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -71,16 +77,26 @@ class Daemon:
                         for name, chain_cfg in config.chains.items()}
             policy = config.policy
             watchers = [Watcher(adapters[name], store, chain_cfg, policy, board=board,
-                                lock_conninfo=conninfo, poll_interval=config.poll_interval)
+                                lease_conninfo=conninfo, poll_interval=config.poll_interval)
                         for name, chain_cfg in config.chains.items()]
             claims = ClaimProcessor(store, adapters, policy,
-                                    recheck=timedelta(seconds=max(config.poll_interval, 0.2)))
+                                    recheck=timedelta(seconds=max(config.poll_interval, 0.2)),
+                                    lookups=Lookups(max(1, config.workers // 2),
+                                                    config.claim_lookups_per_second))
             server = None
             if config.metrics_addr is not None:
                 server = await serve(metrics, *config.metrics_addr)
                 opened.push_async_callback(server.close)
+            x402, x402_server = None, None
+            if config.facilitator_addr is not None:
+                token = (x402_build.read_token(config.facilitator_token_file)
+                         if config.facilitator_token_file else None)
+                x402 = x402_build.facilitator(config, adapters, pool)
+                metrics.watch_facilitator(x402)
+                x402_server = await x402_serve(x402, *config.facilitator_addr, token)
+                opened.push_async_callback(x402_server.close)
             yield cls(config, conninfo, notifier or Notifier(None), pool, store, metrics, board,
-                      adapters, watchers, claims, server, metrics_refresh)
+                      adapters, watchers, claims, server, metrics_refresh, x402, x402_server)
 
     async def run(self, stop: asyncio.Event) -> None:
         workers = WorkerPool(self.claims, workers=self.config.workers, conninfo=self.conninfo,
@@ -88,6 +104,8 @@ class Daemon:
         tasks = [asyncio.create_task(w.run(stop), name=f"watch-{w.chain}") for w in self.watchers]
         tasks.append(asyncio.create_task(workers.run(stop), name="claims"))
         tasks += self._operations(stop)
+        if self.facilitator is not None:
+            tasks.append(asyncio.create_task(self.facilitator.track(stop), name="x402-settle"))
         log.info("daemon_running", chains=list(self.adapters), workers=self.config.workers)
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)
@@ -111,7 +129,9 @@ class Daemon:
         """Scheduled jobs, the metrics queries, and systemd's READY=1 then its watchdog."""
         cfg, metrics = self.config, self.metrics
         runner = jobs.Jobs(self.pool, backfill_hours=cfg.analytics_backfill_hours,
-                           retention_days=cfg.usage_retention_days, on_run=metrics.job_finished)
+                           retention_days=cfg.usage_retention_days,
+                           claim_retention_days=cfg.claim_retention_days,
+                           on_run=metrics.job_finished)
         scheduler = jobs.JobScheduler(runner, jobs.triggers_of(cfg))
         limit = stall_limit(self.notifier, cfg.poll_interval)
         self.notifier.ready(f"running: {', '.join(self.adapters)}")
@@ -127,8 +147,10 @@ class Daemon:
 @contextlib.asynccontextmanager
 async def _database(config: Config, conninfo: str) -> AsyncIterator[AsyncConnectionPool]:
     pool = AsyncConnectionPool(
-        # + 6: jobs (up to 4 connections at once), the metrics query and the /readyz ping.
-        conninfo, min_size=1, max_size=config.workers + 2 * len(config.chains) + 4 + 6,
+        # + 6: jobs (up to 4 connections at once), the metrics query and the /readyz ping;
+        # + 8: the facilitator's settlements.
+        conninfo, min_size=1, max_size=config.workers + 2 * len(config.chains) + 4 + 6
+        + (8 if config.facilitator_addr else 0),
         kwargs={"autocommit": True}, open=False,
     )
     try:
@@ -153,8 +175,8 @@ async def _chain(opened: contextlib.AsyncExitStack, cfg: ChainConfig,
 
 
 async def _close_chain(name: str, adapter: ChainAdapter) -> None:
-    for url, stats in adapter.rpc_stats():
-        log.info("rpc_totals", chain=name, endpoint=url, **stats)
+    for endpoint, stats in adapter.rpc_stats():  # named '#1 https://host', never the URL
+        log.info("rpc_totals", chain=name, endpoint=endpoint, **stats)
     with contextlib.suppress(Exception):
         await adapter.close()
 

@@ -18,9 +18,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from verifier import config as config_mod
-from verifier import db, migrate
+from verifier import db, migrate, redact
 from verifier.errors import ConfigError, DatabaseError, MigrationError, VerifierError
-from verifier.store import ledger, reports
+from verifier.store import ledger, reports, settlements
 
 RPC_TIMEOUT = 15.0
 
@@ -32,7 +32,8 @@ class Check:
     detail: str
 
     def line(self, width: int) -> str:
-        detail = " ".join(self.detail.split())  # one line per check, whatever the error says
+        # One line per check whatever the error says, and no credential in it.
+        detail = redact.scrub(" ".join(self.detail.split()))
         return f"{'OK' if self.ok else 'FAIL':<4}  {self.name:<{width}}  {detail}"
 
 
@@ -67,8 +68,70 @@ def diagnose(env: Mapping[str, str]) -> Iterator[Check]:
         yield _migrations(url)
     if cfg is not None:
         for chain in cfg.chains.values():
-            for rpc_url in chain.rpc_urls:
-                yield asyncio.run(_endpoint(chain, rpc_url))
+            for rank, rpc_url in enumerate(chain.rpc_urls):
+                yield asyncio.run(_endpoint(chain, rank, rpc_url))
+            if chain.settler_key_file is not None and chain.kind == "solana":
+                yield asyncio.run(_fee_payer(chain))
+            elif chain.settler_key_file is not None:
+                yield asyncio.run(_settler(chain, url))
+
+
+async def _fee_payer(chain: config_mod.ChainConfig) -> Check:
+    """Solana's x402 fee payer: its address (never the key) and SOL balance."""
+    from verifier.rpc.client import SOLANA, RpcClient
+    from verifier.x402.svm_settler import load_keypair
+
+    name = "settler solana"
+    assert chain.settler_key_file is not None
+    try:
+        key = load_keypair(chain.settler_key_file, "X402_SOLANA_SETTLER_KEY_FILE")
+    except ConfigError as exc:
+        return Check(name, False, str(exc))
+    rpc = RpcClient(chain.name, list(chain.rpc_urls), codes=SOLANA, timeout=chain.rpc_timeout)
+    await rpc.open()
+    try:
+        async with asyncio.timeout(RPC_TIMEOUT):
+            answer = await rpc.request("getBalance", [key.address])
+        lamports = int(answer["value"])
+    except (TimeoutError, VerifierError, ValueError, TypeError, KeyError) as exc:
+        return Check(name, False, f"fee payer {key.address}: cannot read its balance: {exc}")
+    finally:
+        await rpc.close()
+    return Check(name, lamports > 0, f"fee payer {key.address}: balance "
+                 f"{lamports / 10**9:.9f} SOL, network {chain.x402_network}")
+
+
+async def _settler(chain: config_mod.ChainConfig, database_url: str | None) -> Check:
+    """The settler key's address (never the key), its balance and its next nonce (the chain's,
+    and the one the ledger would hand out)."""
+    from verifier.rpc.client import EVM, RpcClient
+    from verifier.x402.settler import load_key
+
+    name = f"settler {chain.name}"
+    assert chain.settler_key_file is not None
+    try:
+        key = load_key(chain.settler_key_file, f"X402_{chain.name.upper()}_SETTLER_KEY_FILE")
+    except ConfigError as exc:
+        return Check(name, False, str(exc))
+    rpc = RpcClient(chain.name, list(chain.rpc_urls), codes=EVM, timeout=chain.rpc_timeout)
+    await rpc.open()
+    try:
+        async with asyncio.timeout(RPC_TIMEOUT):
+            balance = int(await rpc.request("eth_getBalance", [key.address, "latest"]), 16)
+            nonce = int(await rpc.request("eth_getTransactionCount", [key.address, "pending"]),
+                        16)
+    except (TimeoutError, VerifierError, ValueError, TypeError) as exc:
+        return Check(name, False, f"{key.address}: cannot read balance/nonce: {exc}")
+    finally:
+        await rpc.close()
+    ledger_next = settlements.settler_next_nonce(database_url, chain.name, key.address) \
+        if database_url else None
+    low = balance < chain.settler_min_balance_wei
+    detail = (f"{key.address}: balance {balance / 10**18:.6f} ETH"
+              f"{' (below X402_' + chain.name.upper() + '_SETTLER_MIN_BALANCE_ETH)' if low else ''}"
+              f", next nonce {nonce} on chain"
+              f"{'' if ledger_next is None else f', {ledger_next} in the ledger'}")
+    return Check(name, not low, detail)
 
 
 def _describe_config(cfg: config_mod.Config) -> str:
@@ -110,8 +173,11 @@ def _migrations(url: str) -> Check:
     return Check("migrations", True, f"{len(applied)} applied, none pending, none edited")
 
 
-async def _endpoint(chain: config_mod.ChainConfig, url: str) -> Check:
+async def _endpoint(chain: config_mod.ChainConfig, rank: int, url: str) -> Check:
+    """One endpoint's verdict, naming it '#<position> scheme://host[:port]' (never the URL:
+    it may carry a key or a password)."""
     name = f"rpc {chain.name}"
+    where = redact.name(rank, url)
     try:
         async with asyncio.timeout(RPC_TIMEOUT):
             if chain.kind == "evm":
@@ -119,12 +185,12 @@ async def _endpoint(chain: config_mod.ChainConfig, url: str) -> Check:
             else:
                 detail = await _solana_endpoint(chain, url)
     except TimeoutError:
-        return Check(name, False, f"{url}: no answer within {RPC_TIMEOUT:.0f}s")
+        return Check(name, False, f"{where}: no answer within {RPC_TIMEOUT:.0f}s")
     except VerifierError as exc:
-        return Check(name, False, f"{url}: {exc}")
+        return Check(name, False, f"{where}: {exc}")
     except (ValueError, TypeError) as exc:  # an answer that is not what the method returns
-        return Check(name, False, f"{url}: unexpected answer: {exc}")
-    return Check(name, not detail.startswith("!"), f"{url}: {detail.removeprefix('!')}")
+        return Check(name, False, f"{where}: unexpected answer: {exc}")
+    return Check(name, not detail.startswith("!"), f"{where}: {detail.removeprefix('!')}")
 
 
 async def _evm_endpoint(chain: config_mod.ChainConfig, url: str) -> str:

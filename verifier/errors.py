@@ -4,6 +4,8 @@ Where an error arrives (an RPC answer, a psycopg exception, a bad setting) it is
 of these once, so the code above can tell "retry it" from "it is final" without guessing.
 """
 
+from verifier import redact
+
 
 class VerifierError(Exception):
     """Root of the verifier's own errors."""
@@ -22,13 +24,16 @@ class DatabaseError(VerifierError):
 
 
 class RpcError(VerifierError):
-    """A chain RPC call failed. Never means "not paid"."""
+    """A chain RPC call failed. Never means "not paid".
+
+    ``endpoint`` names it as verifier.redact.name does; the message and the endpoint are
+    scrubbed of credentials here, whatever the transport or the node put in them."""
 
     retriable = False
 
     def __init__(self, message: str, *, endpoint: str | None = None, code: int | None = None):
-        super().__init__(message)
-        self.endpoint = endpoint
+        super().__init__(redact.scrub(message))
+        self.endpoint = redact.scrub(endpoint) if endpoint else endpoint
         self.code = code
 
 
@@ -81,3 +86,19 @@ class SlotSkippedError(FinalRpcError):
 
 class BatchRefusedError(FinalRpcError):
     """The endpoint answered a JSON-RPC batch with a single error: it does not take batches."""
+
+
+class WrongAnswerError(RetriableRpcError):
+    """The node answered another question than the one asked (Solana: a getTransaction answer
+    whose ``transaction.signatures[0]`` is another signature). A fault of that endpoint:
+    retried, failed over, never read as a fact."""
+
+
+class NotServedError(RetriableRpcError):
+    """The node answered null for a transaction it listed itself as finalized: not yet, never
+    "not paid"."""
+
+
+class UnreadableTransactionError(RetriableRpcError):
+    """A transaction answer in a shape the decoders cannot read: retried on another endpoint,
+    never skipped unread."""

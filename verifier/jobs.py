@@ -1,13 +1,15 @@
 """Scheduled maintenance: cleanup, hourly analytics (with back-fill) and usage retention.
 
-Every run takes its job's transaction-level advisory lock (verifier.store.locks) on a connection of its
+Every run locks its job's row of verifier.leases (verifier.store.locks) in a transaction of its
 own, so one instance of a multi-daemon deployment runs a job at a time; the others log the run as
 skipped. A scheduled run also belongs to a fire time (its slot): a slot another instance already
 ran is skipped too, so N daemons on one schedule run each job once per slot. Every run, skipped
 or not, is logged with its duration and recorded in verifier.job_runs.
 
 The jobs:
-  cleanup    cleanup_expired_x402_payments(); job_runs older than 30 days are pruned.
+  cleanup    cleanup_expired_x402_payments(); job_runs older than 30 days are pruned; decided
+             claims (issued, rejected, expired, revoked) older than X402_CLAIM_RETENTION_DAYS
+             are deleted, except one whose token still exists.
   analytics  update_x402_analytics() for the previous UTC hour and for every hour of the last
              X402_ANALYTICS_BACKFILL_HOURS that x402_analytics lacks a row of (any chain);
              at daemon start, only the missing hours (the back-fill); with --hour, that hour.
@@ -36,11 +38,11 @@ from psycopg_pool import AsyncConnectionPool
 from verifier.config import Config
 from verifier.errors import DatabaseError, VerifierError
 from verifier.store import jobs as sql
-from verifier.store.locks import JOB_KEYS
+from verifier.store.locks import JOB_LEASES
 
 log = structlog.get_logger("verifier.jobs")
 
-JOBS = tuple(JOB_KEYS)
+JOBS = tuple(JOB_LEASES)
 MISFIRE_GRACE = 300  # seconds a run may start late (a busy loop, a suspended host) and still run
 RETENTION_BATCH = 10_000
 JOB_RUNS_KEPT = timedelta(days=30)
@@ -80,6 +82,7 @@ class Jobs:
     pool: AsyncConnectionPool
     backfill_hours: int
     retention_days: int
+    claim_retention_days: int = 30
     batch_size: int = RETENTION_BATCH
     clock: Callable[[], datetime] = utc_now
     instance: str = field(default_factory=default_instance)
@@ -89,7 +92,7 @@ class Jobs:
     async def run(self, job: str, *, slot: datetime | None = None, hour: datetime | None = None,
                   backfill_only: bool = False) -> JobRun:
         """One run of ``job``; never raises for a database failure (the run is 'failed')."""
-        if job not in JOB_KEYS:
+        if job not in JOB_LEASES:
             raise ValueError(f"unknown job {job!r} (one of {', '.join(JOBS)})")
         body = self._body(job, hour=hour, backfill_only=backfill_only)
         started, t0 = self.clock(), time.monotonic()
@@ -144,7 +147,9 @@ class Jobs:
 
     async def _cleanup(self, conn: psycopg.AsyncConnection) -> dict[str, Any]:
         expired, pruned = await sql.cleanup(conn, self.clock() - JOB_RUNS_KEPT)
-        return {"expired": expired, "job_runs_pruned": pruned}
+        claims = await sql.prune_claims(
+            conn, self.clock() - timedelta(days=self.claim_retention_days))
+        return {"expired": expired, "job_runs_pruned": pruned, "claims_pruned": claims}
 
     async def missing_hours(self, conn: psycopg.AsyncConnection) -> list[datetime]:
         return await sql.missing_analytics_hours(conn, self.clock(), self.backfill_hours)
@@ -271,7 +276,7 @@ class JobScheduler:
 
 
 async def run_once(url: str, job: str, *, backfill_hours: int, retention_days: int,
-                   hour: datetime | None = None) -> JobRun:
+                   hour: datetime | None = None, claim_retention_days: int = 30) -> JobRun:
     """One run for cron or a systemd timer, under the same lock as the daemon's runs."""
     pool = AsyncConnectionPool(url, min_size=1, max_size=2, kwargs={"autocommit": True},
                                open=False)
@@ -280,7 +285,8 @@ async def run_once(url: str, job: str, *, backfill_hours: int, retention_days: i
     except Exception as exc:
         raise DatabaseError(f"cannot connect to the database: {exc}") from exc
     try:
-        jobs = Jobs(pool, backfill_hours=backfill_hours, retention_days=retention_days)
+        jobs = Jobs(pool, backfill_hours=backfill_hours, retention_days=retention_days,
+                    claim_retention_days=claim_retention_days)
         return await jobs.run(job, hour=hour)
     finally:
         await pool.close()

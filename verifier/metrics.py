@@ -2,7 +2,8 @@
 
   /metrics  Prometheus text format, from a registry of our own
   /healthz  200 while the process and its event loop answer
-  /readyz   200 when the database answers and every active watcher is within its chain's
+  /readyz   200 when the database answers, every configured chain is watched (by this instance
+            or, as its lease shows, another) and every active watcher is within its chain's
             X402_<CHAIN>_MAX_LAG_BLOCKS of the head; 503 otherwise, with the reasons as JSON
 
 Chain figures are read, when scraped, from the status each watcher last published. Payments and
@@ -19,7 +20,6 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import structlog
 from aiohttp import web
@@ -46,6 +46,7 @@ log = structlog.get_logger("verifier.metrics")
 
 PAYMENT_STATUSES = vocab.PAYMENT_STATUSES
 CLAIM_STATUSES = vocab.CLAIM_STATUSES
+QUARANTINE_REASONS = vocab.QUARANTINE_REASONS
 JOB_STATUSES = ("ok", "skipped", "failed")
 PING_TIMEOUT = 3.0
 RPC_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -54,9 +55,8 @@ JOB_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 1800.0)
 
 def endpoint_label(endpoint: Endpoint) -> str:
     """'rank:host[:port]': RPC URLs often carry an API key in their path or query, which must
-    not end up in a metrics label."""
-    netloc = urlsplit(endpoint.url).netloc.rsplit("@", 1)[-1]
-    return f"{endpoint.rank}:{netloc}"
+    not end up in a metrics label (verifier.redact.label)."""
+    return endpoint.label
 
 
 @dataclass
@@ -71,6 +71,9 @@ class Metrics:
     counts: dict[str, dict[tuple[str, str], int]] = field(default_factory=dict)
     last_ok: dict[str, float] = field(default_factory=dict)
     database_up: bool | None = None
+    facilitator: Any = None  # verifier.x402.facilitator.Facilitator, when serving
+    settler_balances: dict[str, int | None] = field(default_factory=dict)
+    fee_payer_lamports: int | None = None
 
     def __post_init__(self) -> None:
         r = self.registry
@@ -108,6 +111,18 @@ class Metrics:
         if run.status != "skipped":
             self.job_seconds.labels(run.job).observe(run.seconds)
 
+    def watch_facilitator(self, facilitator: Any) -> None:
+        self.facilitator = facilitator
+
+    async def refresh_settlers(self) -> None:
+        if self.facilitator is None:
+            return
+        for name, chain in self.facilitator.chains.items():
+            self.settler_balances[name] = await chain.settler.balance()
+        svm = getattr(self.facilitator, "svm", None)
+        if svm is not None:  # Solana's fee payer, in lamports
+            self.fee_payer_lamports = await svm.settler.balance()
+
     # -- database figures -----------------------------------------------------------------------
 
     async def refresh(self) -> None:
@@ -122,8 +137,10 @@ class Metrics:
             self.database_up = False
             return
         self.last_ok = {job: at.timestamp() for job, at in found.last_ok.items()}
-        self.counts = {"payments_by_status": found.payments, "claims_by_status": found.claims}
+        self.counts = {"payments_by_status": found.payments, "claims_by_status": found.claims,
+                       "quarantined_by_reason": found.quarantined}
         self.database_up = True
+        await self.refresh_settlers()
 
     async def refresh_loop(self, stop: asyncio.Event, every: float) -> None:
         while not stop.is_set():
@@ -151,11 +168,24 @@ class Metrics:
         db_ok, db_detail = await self.database_reachable()
         chains = {w.chain: self._chain_readiness(w) for w in self.board.current()}
         ready = db_ok and all(c["ok"] for c in chains.values())
-        return ready, {"ready": ready, "database": db_detail, "chains": chains}
+        detail: dict[str, Any] = {"ready": ready, "database": db_detail, "chains": chains}
+        if self.facilitator is not None:
+            await self.refresh_settlers()
+            settlers = {}
+            for name, chain in self.facilitator.chains.items():
+                balance = self.settler_balances.get(name)
+                minimum = self.chains[name].settler_min_balance_wei
+                settlers[name] = {"ok": balance is not None and balance >= minimum,
+                                  "address": chain.settler.address, "balance_wei": balance,
+                                  "min_balance_wei": minimum}
+            ready = ready and all(s["ok"] for s in settlers.values())
+            detail.update(ready=ready, settlers=settlers)
+        return ready, detail
 
     def _chain_readiness(self, w: WatcherStatus) -> dict[str, Any]:
         if not w.active:
-            return {"ok": True, "active": False}
+            # A standby proves nothing itself: ready only while another instance's lease is live.
+            return {"ok": w.watched, "active": False, "watched": w.watched}
         lag, limit = w.lag_blocks, self.chains[w.chain].max_lag_blocks
         if w.wrong_chain is not None:
             # No RPC endpoint serves the configured chain (a chain switch): not ready.
@@ -219,6 +249,31 @@ class _StateCollector:
         yield from (head, final, scanned, lag, lag_s, limit, active, stale)
         yield from _reorgs(statuses)
         yield from self._database()
+        yield from self._facilitator()
+
+    def _facilitator(self) -> Iterator[Metric]:
+        f = self.m.facilitator
+        if f is None:
+            return
+        outcomes = CounterMetricFamily("x402_settlements", "/settle answers by outcome",
+                                       labels=["outcome"])
+        for outcome, count in sorted(f.outcomes.items()):
+            outcomes.add_metric([outcome], count)
+        yield outcomes
+        balance = GaugeMetricFamily("x402_settler_balance_wei",
+                                    "Native balance of the settler key", labels=["chain", "address"])
+        for name, chain in f.chains.items():
+            value = self.m.settler_balances.get(name)
+            if value is not None:
+                balance.add_metric([name, chain.settler.address], value)
+        yield balance
+        svm = getattr(f, "svm", None)
+        if svm is not None and self.m.fee_payer_lamports is not None:
+            lamports = GaugeMetricFamily("x402_fee_payer_balance_lamports",
+                                         "SOL balance of the Solana x402 fee payer",
+                                         labels=["address"])
+            lamports.add_metric([svm.settler.address], self.m.fee_payer_lamports)
+            yield lamports
 
     def _database(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("x402_database_up",
@@ -244,6 +299,16 @@ class _StateCollector:
             for key in sorted(keys):
                 family.add_metric(list(key), counts.get(key, 0))
             yield family
+        held = GaugeMetricFamily(
+            "x402_quarantined_transactions",
+            "Solana transactions put aside unread (verifier.solana_quarantine), by reason",
+            labels=["chain", "reason"])
+        counts = self.m.counts.get("quarantined_by_reason", {})
+        solana = [name for name, cfg in self.m.chains.items() if cfg.kind == "solana"]
+        keys = {(c, r) for c in solana for r in QUARANTINE_REASONS} | set(counts)
+        for key in sorted(keys):
+            held.add_metric(list(key), counts.get(key, 0))
+        yield held
 
 
 def _reorgs(statuses: Sequence[WatcherStatus]) -> Iterator[Metric]:

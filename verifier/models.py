@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from verifier.vocab import PaymentStatus, Reason
+from verifier.vocab import PaymentStatus, QuarantineReason, Reason
 
 
 @dataclass(frozen=True)
@@ -46,11 +46,28 @@ class TokenMove:
 
 
 @dataclass(frozen=True)
+class AuthorizationUse:
+    """An EIP-3009 AuthorizationUsed log (EVM): the token contract executed an authorization
+    that ``authorizer`` signed (transferWithAuthorization, receiveWithAuthorization), as x402's
+    "exact" scheme settles a payment."""
+
+    tx_hash: str
+    index: int  # log index
+    block_number: int
+    block_hash: str | None
+    token: str  # the contract that emitted the log
+    authorizer: str
+    nonce: str  # 0x-hex, 32 bytes
+
+
+@dataclass(frozen=True)
 class TxFacts:
     """Everything one transaction did that the rules read, decoded from a chain's answer.
 
-    EVM fills ``transfers`` (its Transfer logs); Solana fills ``balances`` and ``moves``.
-    ``signers`` lists the transaction's signers, fee payer first (Solana)."""
+    EVM fills ``transfers`` (its Transfer logs) and ``authorizations`` (its AuthorizationUsed
+    logs); Solana fills ``balances`` and ``moves``. ``signers`` lists the transaction's signers:
+    EVM ``tx.from`` (from a receipt; a log carries none); Solana its required signers, fee payer
+    first."""
 
     chain: str
     tx_hash: str
@@ -61,6 +78,10 @@ class TxFacts:
     balances: tuple[BalanceChange, ...] = ()
     moves: tuple[TokenMove, ...] = ()
     signers: tuple[str, ...] = ()
+    authorizations: tuple[AuthorizationUse, ...] = ()
+    # Solana: the transaction has the x402 "exact" SVM layout with a fee payer other than the
+    # transfer's authority (solana_decode.x402_exact_layout): an x402 payment, whoever settled it.
+    svm_exact: bool = False
 
 
 @dataclass(frozen=True)
@@ -74,6 +95,9 @@ class Observed:
     from_address: str
     to_address: str
     amount: int
+    exact: bool = False
+    """An x402 "exact" payment: every transfer in it executed an EIP-3009 authorization
+    (rules.judge_transaction says when). Judged against the exact minimum."""
 
 
 @dataclass(frozen=True)
@@ -115,3 +139,20 @@ class Lookup:
     payment: Observed | None
     reason: Reason | None
     view: ChainView | None = None
+    signers: tuple[str, ...] = ()  # the transaction's signers (TxFacts.signers), when read
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    """A transaction put aside after it could not be read (verifier.solana_quarantine).
+
+    ``attempts`` is how many polls failed to read it: when the adapter hands one to the store,
+    the polls it held the cursor for; read back from the store, the count so far."""
+
+    chain: str
+    account: str
+    signature: str
+    slot: int
+    reason: QuarantineReason
+    code: int | None = None
+    attempts: int = 1

@@ -4,6 +4,8 @@ Cursors, pending payments and waiting claims come from the database. The head co
 chain's RPC when the chains are configured (else '-'). Lag is head minus cursor on EVM chains;
 on Solana the cursor is the slot of the newest signature seen on a payment token account, which
 stays put while nobody pays, so its lag is not shown here (the daemon's /metrics has it).
+Solana transactions put aside because they could not be read (verifier.solana_quarantine) are
+listed after the jobs, with why, how often they were tried and when they are tried next.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from verifier import redact
 from verifier.config import ChainConfig
 from verifier.errors import VerifierError
 from verifier.store import reports
@@ -23,11 +26,17 @@ HEAD_TIMEOUT = 10.0
 
 def gather(url: str, chains: Mapping[str, ChainConfig]) -> dict[str, Any]:
     rows, runs = reports.status(url)
+    quarantined = reports.quarantined(url)
     cursors = {r["chain"]: r for r in rows}
     heads = asyncio.run(_heads(chains)) if chains else {}
     names = list(chains) + sorted(set(cursors) - set(chains))
-    return {"chains": [_chain_row(n, cursors.get(n), heads.get(n), chains.get(n)) for n in names],
-            "jobs": [_job_row(r) for r in runs]}
+    report = {"chains": [_chain_row(n, cursors.get(n), heads.get(n), chains.get(n))
+                         for n in names],
+              "jobs": [_job_row(r) for r in runs],
+              "quarantined": quarantined}
+    for row in report["chains"]:
+        row["quarantined"] = sum(1 for q in quarantined if q["chain"] == row["chain"])
+    return report
 
 
 def _chain_row(name: str, cursor: dict[str, Any] | None, head: int | str | None,
@@ -74,7 +83,7 @@ async def _head(cfg: ChainConfig) -> int | str:
             finally:
                 await adapter.close()
     except (VerifierError, TimeoutError, OSError) as exc:
-        return f"{exc.__class__.__name__}: {exc}".strip()
+        return redact.scrub(f"{exc.__class__.__name__}: {exc}".strip())
 
 
 def show(url: str, chains: Mapping[str, ChainConfig], *, as_json: bool = False) -> int:
@@ -97,6 +106,16 @@ def show(url: str, chains: Mapping[str, ChainConfig], *, as_json: bool = False) 
               json.dumps(j["detail"], sort_keys=True), _age(j["last_ok_at"]))
              for j in report["jobs"]]
     _table(jobs, empty="no job has run yet")
+    if report["quarantined"]:
+        print()
+        print(f"quarantined transactions ({len(report['quarantined'])}): listed on a payment "
+              "account, not readable yet; retried until they are")
+        held = [("chain", "signature", "account", "slot", "reason", "code", "attempts",
+                 "first seen", "next retry")]
+        held += [(q["chain"], q["signature"], q["account"], str(q["slot"]), q["reason"],
+                  _cell(q["error_code"]), str(q["attempts"]), _age(q["first_seen"]),
+                  _until(q["next_retry_at"])) for q in report["quarantined"]]
+        _table(held, empty="")
     return 0
 
 
@@ -118,6 +137,11 @@ def _age(when: datetime | None) -> str:
         return "-"
     seconds = (datetime.now(UTC) - when).total_seconds()
     return f"{seconds:.0f}s ago"
+
+
+def _until(when: datetime) -> str:
+    seconds = (when - datetime.now(UTC)).total_seconds()
+    return "due" if seconds <= 0 else f"in {seconds:.0f}s"
 
 
 def _default(value: object) -> str:

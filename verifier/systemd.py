@@ -2,8 +2,9 @@
 AF_UNIX socket named by $NOTIFY_SOCKET (a leading '@' is the abstract namespace).
 
 READY=1 goes out once the daemon has passed its start-up checks; WATCHDOG=1 every half of
-$WATCHDOG_USEC, but only while every active watcher keeps making progress, so a daemon whose
-watchers are stuck is restarted by systemd; STOPPING=1 on shutdown; STATUS= lines for
+$WATCHDOG_USEC, but only while every active watcher keeps making progress and every standby
+sees another instance's live lease, so a daemon whose watchers are stuck, or whose chain nobody
+watches, is restarted by systemd; STOPPING=1 on shutdown; STATUS= lines for
 `systemctl status`. Without $NOTIFY_SOCKET every call is a no-op.
 """
 
@@ -34,13 +35,17 @@ class Progress:
 
 def watcher_progress(watchers: Sequence[WatcherStatus], now: float, stall_after: float
                      ) -> Progress:
-    """ok while every active watcher completed a step within ``stall_after`` seconds; a
-    standby watcher (another instance holds its chain) has nothing to prove."""
+    """ok while every active watcher completed a step within ``stall_after`` seconds, and
+    every standby saw another instance's live lease within that time."""
     parts: list[str] = []
     stalled: list[str] = []
     for w in watchers:
         if not w.active:
-            parts.append(f"{w.chain} standby")
+            unwatched = now - (w.watched_at if w.watched_at is not None else w.last_progress)
+            if not w.watched and unwatched > stall_after:
+                stalled.append(f"{w.chain} watched by nobody for {unwatched:.0f}s")
+            else:
+                parts.append(f"{w.chain} standby")
             continue
         age = now - w.last_progress
         if age > stall_after:

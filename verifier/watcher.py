@@ -1,8 +1,9 @@
 """One watcher per chain: scan, judge, record, settle pending payments, check for reorgs.
 
-Only the instance holding the chain's advisory lock scans; the others stand by and take over
-when it goes away. The cursor moves in the same transaction as the payments it found, so a crash
-at any instant neither loses nor repeats a payment. After each step the watcher publishes a
+Only the instance holding the chain's lease (verifier.store.locks) scans, renewing it after every
+step; the others stand by and take over when it goes away or stops renewing. The cursor moves
+in the same transaction as the payments it found, so a crash at any instant neither loses nor
+repeats a payment. After each step the watcher publishes a
 frozen WatcherStatus (verifier.watcher_status) for metrics, /readyz and the watchdog; the
 rewind after a reorg is planned by verifier.reorg.
 """
@@ -19,11 +20,12 @@ from typing import Any
 import structlog
 
 from verifier import reorg, rules
-from verifier.chains.base import ChainAdapter
+from verifier.chains.base import ChainAdapter, Quarantining, ScanResult
 from verifier.config import ChainConfig
 from verifier.errors import DatabaseError, RpcError, WrongChainError
 from verifier.models import ChainView, Cursor
-from verifier.store import WATCHER_LOCK, ChainLock, SetAside, Store
+from verifier.store import ChainLease, SetAside, Store
+from verifier.store.locks import LEASE_SECONDS
 from verifier.watcher_status import StatusBoard, WatcherStatus
 
 log = structlog.get_logger("verifier.watcher")
@@ -38,7 +40,7 @@ class Watcher:
         policy: rules.Policy,
         *,
         board: StatusBoard,
-        lock_conninfo: str,
+        lease_conninfo: str,
         poll_interval: float,
     ):
         self.adapter = adapter
@@ -47,9 +49,12 @@ class Watcher:
         self.chain = cfg.name
         self.policy = policy
         self.poll_interval = poll_interval
-        self.lock = ChainLock(lock_conninfo, WATCHER_LOCK[cfg.name])
+        # A step renews the lease when it ends: the lease outlasts the slowest step expected.
+        self.lease = ChainLease(lease_conninfo, cfg.name,
+                                seconds=max(LEASE_SECONDS, 10 * poll_interval))
         self.board = board
-        self.status = WatcherStatus(cfg.name, last_progress=time.monotonic())
+        now = time.monotonic()
+        self.status = WatcherStatus(cfg.name, last_progress=now, watched_at=now)
         board.publish(self.status)
 
     def _publish(self, **changes: Any) -> None:
@@ -60,31 +65,34 @@ class Watcher:
     async def run(self, stop: asyncio.Event) -> None:
         try:
             while not stop.is_set():
-                if not await self._hold_lock():
+                if not await self._hold_lease():
                     await _sleep(stop, self.poll_interval)
                     continue
                 more = await self._guarded_step()
                 if not more:
                     await _sleep(stop, self.poll_interval)
         finally:
-            self._publish(active=False)
-            await self.lock.release()
+            self._publish(active=False, watched=False)
+            await self.lease.release()
 
-    async def _hold_lock(self) -> bool:
+    async def _hold_lease(self) -> bool:
+        """Takes or renews the lease. Either way some daemon watches the chain, unless the
+        lease could not be asked for: then nobody is known to (`watched` False)."""
         try:
-            if self.status.active and await self.lock.still_held():
-                return True
-            active = await self.lock.try_acquire()
+            active = await self.lease.take()
         except DatabaseError as exc:
-            self._publish(active=False)
-            log.warning("watcher_lock_failed", chain=self.chain, error=str(exc))
+            self._publish(active=False, watched=False)
+            log.warning("watcher_lease_failed", chain=self.chain, error=str(exc))
             return False
-        if active:
+        now = time.monotonic()
+        if active and not self.status.active:
             # The watchdog's clock starts at take-over.
-            self._publish(active=True, last_progress=time.monotonic())
+            self._publish(active=True, watched=True, watched_at=now, last_progress=now)
             log.info("watcher_active", chain=self.chain)
         else:
-            self._publish(active=False)
+            if self.status.active and not active:
+                log.warning("watcher_lease_lost", chain=self.chain)
+            self._publish(active=active, watched=True, watched_at=now)
         return active
 
     async def _guarded_step(self) -> bool:
@@ -120,9 +128,12 @@ class Watcher:
             await self.store.record_scan(self.chain, [], cursors, [])
             log.info("cursor_started", chain=self.chain, position=cursors[0].position)
         result = await self.adapter.scan(cursors, view)
-        found = [(p, rules.judge(p, view, self.policy)) for p in result.payments]
-        self._set_aside(await self.store.record_scan(self.chain, found, result.cursors,
-                                                     result.blocks))
+        retried = await self._retry_quarantined()
+        payments = sorted([*result.payments, *retried.payments], key=lambda p: p.block_number)
+        found = [(p, rules.judge(p, view, self.policy)) for p in payments]
+        self._set_aside(await self.store.record_scan(
+            self.chain, found, result.cursors, result.blocks,
+            quarantine=[*result.quarantine, *retried.quarantine], released=retried.released))
         if found:
             log.info("payments_found", chain=self.chain, count=len(found),
                      first_block=found[0][0].block_number, last_block=found[-1][0].block_number)
@@ -132,6 +143,15 @@ class Watcher:
         await self.settle_pending(view)
         self._stepped(view, result.cursors, result.done)
         return not result.done
+
+    async def _retry_quarantined(self) -> ScanResult:
+        """Transactions put aside earlier whose retry is due, read again (Solana)."""
+        if not isinstance(self.adapter, Quarantining):
+            return ScanResult(payments=[], cursors=[])
+        due = await self.store.quarantine_due(self.chain)
+        if not due:
+            return ScanResult(payments=[], cursors=[])
+        return await self.adapter.retry_quarantined(due)
 
     def _stepped(self, view: ChainView, cursors: Sequence[Cursor], done: bool) -> None:
         """A finished scan covered everything up to the head it saw: the chain is scanned to

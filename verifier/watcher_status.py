@@ -17,7 +17,9 @@ from verifier.models import ChainView
 class WatcherStatus:
     chain: str
     last_progress: float  # time.monotonic() of the last completed step (or of the take-over)
-    active: bool = False  # this instance holds the chain's watcher lock
+    active: bool = False  # this instance holds the chain's lease
+    watched: bool = False  # at the last look, this or another instance held a live lease
+    watched_at: float | None = None  # time.monotonic() of the last look that found one
     view: ChainView | None = None  # the chain as last seen
     position: int | None = None  # the lowest cursor after the last step
     scanned: int | None = None  # how far the chain is known scanned (block or slot)

@@ -133,3 +133,20 @@ def test_refusals_write_nothing(conn):
     assert conn.execute("SELECT * FROM x402_payments").fetchall() == before
     assert data.scalar(conn, USAGE_COUNT) == 0
     assert data.scalar(conn, "SELECT last_used_at FROM x402_tokens") is None
+
+
+@pytest.mark.parametrize("endpoint, method, user_agent, stored", [
+    ("/" + "a" * 20_000, "GET", "curl/8", ("/" + "a" * 1023, "GET", "curl/8")),
+    # 4-byte characters: cut between characters, at most 1,024 bytes (256 of them)
+    ("/" + "\U0001F600" * 5_000, "GET", None, ("/" + "\U0001F600" * 255, "GET", None)),
+    ("/x", "PROPPATCHXYZ", "u" * 20_000_000, ("/x", "PROPPATCHX", "u" * 1024)),
+    (None, None, "é" * 600, ("", "", "é" * 512)),
+])
+def test_usage_fields_are_capped_never_an_error(conn, endpoint, method, user_agent, stored):
+    """An endpoint beyond ~2.7 kB broke the covering index (ProgramLimitExceeded), a user agent
+    of 20 MB was stored whole, a long method or a NULL raised: now each is cut (or stored
+    empty) and the request is served."""
+    tok = data.token(conn, data.payment(conn, requests_allocated=3))
+    assert data.consume(conn, tok, endpoint=endpoint, method=method,
+                        user_agent=user_agent) == (True, 2, None)
+    assert conn.execute("SELECT endpoint, method, user_agent FROM x402_usage").fetchone() == stored

@@ -1,4 +1,5 @@
-"""The database gateway: lock keys come from one table, and psycopg never leaks out of it."""
+"""The database gateway: lock keys and lease names come from one table, and psycopg never leaks
+out of it."""
 
 from __future__ import annotations
 
@@ -9,18 +10,23 @@ import psycopg
 import pytest
 
 import verifier
+from tests.daemon import query
 from verifier import migrate
+from verifier.config import SUPPORTED_CHAINS
 from verifier.errors import DatabaseError
+from verifier.jobs import JOBS
 from verifier.sqlfiles import data_root, parse_queries
-from verifier.store import JOB_KEYS, LOCK_KEYS, WATCHER_LOCK, ledger, reports
+from verifier.store import JOB_LEASES, LOCK_KEYS, WATCH_LEASES, ledger, reports
 from verifier.store import api as gateway
 
 ADVISORY = re.compile(r"pg_\w*advisory\w*\s*\(\s*([^,)]+)\s*,\s*(%\(\w+\)s|[^)]+)\)")
 
 
-def test_lock_keys_are_unique_and_every_lock_takes_its_key_from_the_table():
+def test_lock_keys_are_unique_and_every_lock_takes_its_key_from_the_table(database_url):
     assert len(set(LOCK_KEYS.values())) == len(LOCK_KEYS)
-    assert {f"watch:{c}" for c in WATCHER_LOCK} | {f"job:{j}" for j in JOB_KEYS} <= set(LOCK_KEYS)
+    assert set(WATCH_LEASES) == set(SUPPORTED_CHAINS) and set(JOB_LEASES) == set(JOBS)
+    rows = {name for (name,) in query(database_url, "SELECT name FROM verifier.leases")}
+    assert rows == set(WATCH_LEASES.values()) | set(JOB_LEASES.values())  # made by 008
     seen = 0
     for path in (data_root() / "sql").glob("*.sql"):
         for name, sql in parse_queries(path.read_text(encoding="utf-8")).items():
@@ -28,7 +34,7 @@ def test_lock_keys_are_unique_and_every_lock_takes_its_key_from_the_table():
                 assert path.name == "locks.sql", f"{path.name}:{name} takes a lock itself"
                 assert (space, key) == ("402", "%(key)s"), f"{name} hard-codes a key"
                 seen += 1
-    assert seen == 4  # try_lock, lock, unlock, try_xact_lock
+    assert seen == 2  # lock, unlock: the migration runner's; the rest are leases
 
 
 def test_lock_keys_are_not_written_anywhere_else_in_the_package():

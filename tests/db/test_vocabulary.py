@@ -7,7 +7,7 @@ import psycopg
 import pytest
 
 from verifier.config import SUPPORTED_CHAINS
-from verifier.vocab import CLAIM_STATUSES, PAYMENT_STATUSES
+from verifier.vocab import CLAIM_STATUSES, PAYMENT_STATUSES, QUARANTINE_REASONS
 
 QUOTED = re.compile(r"'([^']*)'")
 
@@ -34,6 +34,10 @@ def test_payment_and_claim_status_checks_match_the_vocabulary(conn):
     found = check_lists(conn, "status")
     assert found["x402_payments"] == set(PAYMENT_STATUSES)
     assert found["verifier.claims"] == set(CLAIM_STATUSES)
+
+
+def test_quarantine_reason_check_matches_the_vocabulary(conn):
+    assert check_lists(conn, "reason")["verifier.solana_quarantine"] == set(QUARANTINE_REASONS)
 
 
 @pytest.mark.parametrize("chain", SUPPORTED_CHAINS)

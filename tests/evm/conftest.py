@@ -1,11 +1,11 @@
 """Fixtures over a real anvil node.
 
-`anvil` and `devnet` share one anvil process per test session (chain id 8453, TestUSDC at the
-canonical Base USDC address, a look-alike TestUSDC elsewhere). Each test starts from that same
-baseline: the fixture reverts to an evm_snapshot taken after the setup and turns automine back
-on. Measured: about 8 ms per test, against about 200 ms for a fresh process with the same setup.
-A test that needs a process of its own (to stop it, several nodes, another chain id) asks for
-`fresh_devnet`.
+`anvil` and `devnet` share one anvil process per test session (chain id 8453, Circle's real
+USDC, FiatTokenV2_2, at the canonical Base USDC address, the look-alike TestUSDC elsewhere).
+Each test starts from that same baseline: the fixture reverts to an evm_snapshot taken after the
+setup and turns automine back on. Measured: about 8 ms per test, against about 200 ms for a
+fresh process with the same setup. A test that needs a process of its own (to stop it, several
+nodes, another chain id) asks for `fresh_devnet`.
 """
 
 from __future__ import annotations

@@ -218,3 +218,102 @@ async def test_two_daemons_at_once_record_each_payment_once(chain, database_url)
     assert sorted(active) == [False, True]  # one watcher per chain holds the lock
     rows = query(database_url, "SELECT tx_hash FROM x402_payments")
     assert sorted(r[0] for r in rows) == sorted(hashes)
+
+
+# -- who is the payer (rules.payer, rules.accepted_signers) -----------------------------------
+
+
+async def test_the_larger_sender_is_the_payer_not_the_first(chain, database_url):
+    d = chain.devnet
+    small, big, relayer = d.accounts[1], d.accounts[2], d.accounts[3]
+    d.mint(small, 1_000_000)
+    d.mint(big, 20_000_000)
+    # One transaction, sent by a relayer: 0.01 from `small` (first log), 10.00 from `big`.
+    tx = d.pull_many(relayer, [(small, 10_000), (big, 10_000_000)], PAYEE)
+    d.mine(3)
+    _, small_hash = api.new_token()
+    _, big_hash = api.new_token()
+    async with running_daemon(daemon_env(chain.url), database_url):
+        by_small = await claim(database_url, tx, small_hash, proof_for(small, tx, small_hash))
+        by_big = await claim(database_url, tx, big_hash, proof_for(big, tx, big_hash))
+    assert (by_small.status, by_small.reason) == ("rejected", "bad_proof")
+    assert (by_big.status, by_big.reason) == ("issued", None)
+    assert query(database_url, "SELECT from_address, amount_usdc::text, requests_allocated "
+                               "FROM x402_payments") == [(big.address.lower(), "10.010000",
+                                                          10_010)]
+
+
+async def test_the_transactions_signer_may_claim_too(chain, database_url):
+    d = chain.devnet
+    small, big, relayer = d.accounts[1], d.accounts[2], d.accounts[3]
+    d.mint(small, 1_000_000)
+    d.mint(big, 20_000_000)
+    tx = d.pull_many(relayer, [(small, 10_000), (big, 10_000_000)], PAYEE)
+    d.mine(3)
+    _, token_hash = api.new_token()
+    async with running_daemon(daemon_env(chain.url), database_url):
+        result = await claim(database_url, tx, token_hash, proof_for(relayer, tx, token_hash))
+    assert (result.status, result.reason) == ("issued", None)
+
+
+@pytest.mark.parametrize("recorded", [True, False], ids=["recorded", "looked_up"])
+async def test_an_eoa_paying_through_a_contract_can_claim(chain, database_url, recorded):
+    d = chain.devnet
+    payer, stranger = d.accounts[1], d.accounts[2]
+    d.mint(payer, 5_000_000)
+    tx = d.forward_pay(payer, PAYEE, 2_000_000)  # the payee's log is from the router
+    d.mine(3)
+    router = d.helper("Router")
+    _, bad_hash = api.new_token()
+    _, good_hash = api.new_token()
+    env = daemon_env(chain.url) if recorded else daemon_env(
+        chain.url, X402_BASE_START_BLOCK=str(d.head() + 1_000))
+    async with running_daemon(env, database_url):
+        if recorded:
+            await eventually(lambda: query(database_url, "SELECT status FROM x402_payments")
+                             == [("verified",)])
+        forged = await claim(database_url, tx, bad_hash, proof_for(stranger, tx, bad_hash))
+        good = await claim(database_url, tx, good_hash, proof_for(payer, tx, good_hash))
+    assert (forged.status, forged.reason) == ("rejected", "bad_proof")
+    assert (good.status, good.reason) == ("issued", None)
+    assert query(database_url, "SELECT from_address FROM x402_payments") == [(router.lower(),)]
+
+
+# -- claims that should not be issued, claims that starve ------------------------------------
+
+
+async def test_a_claim_after_the_payments_expiry_is_refused_before_cleanup(chain, database_url):
+    tx, payer = paid(chain)
+    _, token_hash = api.new_token()
+    env = daemon_env(chain.url, X402_ACCESS_TTL_HOURS="0.001", X402_CLEANUP_CRON="off")
+    async with running_daemon(env, database_url):
+        await eventually(lambda: query(database_url, "SELECT status, expires_at <= now() "
+                                                      "FROM x402_payments")
+                         == [("verified", True)], within=20)
+        result = await claim(database_url, tx, token_hash, proof_for(payer, tx, token_hash))
+    assert (result.status, result.reason) == ("rejected", "expired")
+    assert query(database_url, "SELECT count(*) FROM x402_tokens") == [(0,)]
+
+
+async def test_a_recorded_payments_claim_is_not_stuck_behind_unknown_hashes(chain, database_url):
+    tx, payer = paid(chain)
+    junk = 200
+    env = daemon_env(chain.url, X402_WORKERS="4", X402_CLAIM_LOOKUPS_PER_SECOND="5")
+    async with running_daemon(env, database_url):
+        await eventually(lambda: query(database_url, "SELECT status FROM x402_payments")
+                         == [("verified",)])
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            for _ in range(junk):
+                api.submit_claim(conn, "base", "0x" + secrets.token_hex(32), api.new_token()[1])
+        started = asyncio.get_running_loop().time()
+        _, token_hash = api.new_token()
+        result = await claim(database_url, tx, token_hash, proof_for(payer, tx, token_hash))
+        elapsed = asyncio.get_running_loop().time() - started
+        [(looked_up, waiting)] = query(
+            database_url, "SELECT coalesce(sum(attempts), 0), count(*) FILTER (WHERE status = "
+                          "'waiting') FROM verifier.claims WHERE tx_hash <> %(tx)s", {"tx": tx})
+    assert (result.status, result.reason) == ("issued", None)
+    # Decided while the junk backlog waits: lookups ran at their rate (5/s, a burst of 5,
+    # at most 2 at once), not as fast as the workers could go.
+    assert looked_up <= 5 + 5 * elapsed + 2, (looked_up, elapsed)
+    assert waiting >= junk - looked_up

@@ -109,8 +109,10 @@ async def test_a_safe_like_multisig_claims_with_n_times_65_bytes(chain, database
     good, one_only, with_stranger, unsorted = hashes
     proofs = {
         good: multisig_proof(owners[:2], digest_of(tx, good)),  # 130 bytes
-        one_only: multisig_proof(owners[:1], digest_of(tx, one_only)),
-        with_stranger: multisig_proof([owners[0], stranger], digest_of(tx, with_stranger)),
+        # owners[0] sent the transaction, so its own signature is a signer's proof (the payer
+        # rule): one signature of another owner is the case that must be refused.
+        one_only: multisig_proof(owners[1:2], digest_of(tx, one_only)),
+        with_stranger: multisig_proof([owners[1], stranger], digest_of(tx, with_stranger)),
         unsorted: multisig_proof(owners[:2], digest_of(tx, unsorted), descending=True),
     }
     async with running_daemon(daemon_env(chain.url), database_url):

@@ -158,9 +158,15 @@ async def test_reorg_behind_a_verified_payment_marks_it_reorged_and_revokes_its_
         d.reorg(4)  # deeper than the one confirmation the payment needed
         await eventually(lambda: status_of(database_url, tx) == "reorged")
     assert q(database_url, "SELECT count(*) FROM x402_tokens")[0][0] == 0
+    # The claim shows the revocation, and consume names it (not "unknown_token").
+    assert q(database_url, "SELECT status, reason FROM verifier.claims") == [
+        ("revoked", "payment_reorged")]
     with __import__("psycopg").connect(database_url, autocommit=True) as conn:
         use = api.consume(conn, token, "/x", "GET", 200)
-    assert not use.allowed and use.reason == "unknown_token"
+        again = api.submit_claim(conn, "base", tx, token_hash)
+    assert not use.allowed and use.reason == "payment_reorged"
+    assert (again.claim_id, again.status, again.reason) == (claim.claim_id, "revoked",
+                                                            "payment_reorged")
 
 
 async def _claim(url: str, tx: str, token_hash: str, proof: str | None = None):
@@ -253,3 +259,23 @@ async def test_safe_finality_follows_the_nodes_safe_tag(chain, database_url):
         d.mine(2)
         assert int(d.block("safe")["number"], 16) == block
         await eventually(lambda: status_of(database_url, tx) == "verified")
+
+
+async def test_a_payee_paying_another_payee_is_not_revenue(chain, database_url):
+    from tests.daemon import query as q
+
+    d = chain.devnet
+    own, stranger = d.accounts[8], d.accounts[4]
+    d.mint(own, 50_000_000)
+    d.mint(stranger, 5_000_000)
+    start = d.head() + 1  # after the mints (a mint to a payee is money received)
+    moved = d.transfer(own, PAYEE, 20_000_000)  # between two payment addresses
+    paid = d.transfer(stranger, PAYEE, 1_000_000)
+    d.mine(3)
+    env = daemon_env(chain.url, X402_BASE_PAYMENT_ADDRESS=f"{own.address},{PAYEE}",
+                     X402_BASE_START_BLOCK=str(start))
+    async with running_daemon(env, database_url):
+        await eventually(lambda: status_of(database_url, paid) == "verified")
+    assert status_of(database_url, moved) is None
+    assert q(database_url, "SELECT total_payments, total_amount_usdc::text "
+                           "FROM v_x402_stats_24h") == [(1, "1.000000")]

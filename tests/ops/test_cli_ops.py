@@ -116,10 +116,11 @@ def test_status_shows_heads_cursors_lag_pending_claims_and_last_jobs(devnet, dat
     [base] = report["chains"]
     assert base | {"cursor_updated_at": None} == {
         "chain": "base", "head": head, "head_error": None, "cursor": 7, "lag": head - 7,
-        "cursor_updated_at": None, "pending_payments": 1, "waiting_claims": 1}
+        "cursor_updated_at": None, "pending_payments": 1, "waiting_claims": 1, "quarantined": 0}
     [job] = report["jobs"]
     assert (job["job"], job["status"], job["detail"]["expired"]) == ("cleanup", "ok", 0)
     assert job["last_ok_at"] is not None
+    assert report["quarantined"] == []
 
     table = cli("status", DATABASE_URL=database_url, **env)
     assert table.returncode == 0, table.stderr
@@ -132,4 +133,4 @@ def test_status_shows_heads_cursors_lag_pending_claims_and_last_jobs(devnet, dat
     no_chains = json.loads(cli("status", "--json", DATABASE_URL=database_url).stdout)
     assert no_chains["chains"][0] | {"cursor_updated_at": None} == {
         "chain": "base", "head": None, "head_error": None, "cursor": 7, "lag": None,
-        "cursor_updated_at": None, "pending_payments": 1, "waiting_claims": 1}
+        "cursor_updated_at": None, "pending_payments": 1, "waiting_claims": 1, "quarantined": 0}

@@ -20,7 +20,6 @@ from tests.daemon import eventually
 from tests.db import data
 from tests.ops.harness import admin_query, job_runner
 from verifier import config, jobs
-from verifier.store import LOCK_KEYS
 
 HOUR = datetime(2025, 6, 10, 12, 0, tzinfo=UTC)  # the fixed "now" hour of the back-fill tests
 NOW = HOUR + timedelta(minutes=34, seconds=56)
@@ -55,6 +54,28 @@ async def test_cleanup_runs_once_and_is_recorded(conn, database_url):
             in runs(conn)] == [("cleanup", None, "ok", 1, "a"), ("cleanup", None, "ok", 0, "a")]
 
 
+async def test_cleanup_deletes_decided_claims_older_than_the_retention(conn, database_url):
+    def claim(status: str, age_days: float, token: str | None = None) -> str:
+        token_hash = data.token_hash(token or f"claim-{status}-{age_days}")
+        conn.execute(
+            "INSERT INTO verifier.claims (chain, tx_hash, token_hash, status, decided_at) "
+            "VALUES ('base', %(tx)s, %(h)s, %(s)s, "
+            "        CASE WHEN %(s)s <> 'waiting' THEN now() - %(age)s * interval '1 day' END)",
+            {"tx": "0x" + token_hash, "h": token_hash, "s": status, "age": age_days})
+        return token_hash
+
+    old = {claim(s, 31) for s in ("issued", "rejected", "expired", "revoked")}
+    kept = {claim("rejected", 29), claim("waiting", 0)}
+    live = data.token(conn, data.payment(conn), name="long-lived")  # its claim stays
+    kept.add(claim("issued", 31, token="long-lived"))
+    assert live in kept
+    async with job_runner(database_url, instance="a", claim_retention_days=30) as runner:
+        run = await runner.run("cleanup")
+    assert (run.status, run.detail["claims_pruned"]) == ("ok", len(old))
+    left = {h for (h,) in conn.execute("SELECT token_hash FROM verifier.claims").fetchall()}
+    assert left == kept
+
+
 async def test_a_failing_job_is_recorded_as_failed_and_not_raised(conn, database_url):
     conn.execute("ALTER FUNCTION cleanup_expired_x402_payments() RENAME TO gone_for_the_test")
     async with job_runner(database_url, instance="a") as runner:
@@ -73,9 +94,9 @@ async def test_a_run_while_another_instance_runs_the_job_is_skipped(conn, databa
         async with job_runner(database_url, instance="a") as a, \
                 job_runner(database_url, instance="b") as b:
             first = asyncio.create_task(a.run("cleanup"))
-            await eventually(lambda: admin_query(
-                database_url, "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND "
-                              "classid = 402 AND objid = 20 AND granted"))
+            await eventually(lambda: admin_query(  # a's run holds its lease row, waiting
+                database_url, "SELECT 1 FROM pg_stat_activity WHERE datname = "
+                              "current_database() AND wait_event_type = 'Lock'"))
             second = await b.run("cleanup")
             assert second.status == "skipped" and second.detail == {"reason": "running_elsewhere"}
             assert not first.done()
@@ -109,14 +130,15 @@ def jobs_cli(database_url: str, *args: str) -> subprocess.CompletedProcess:
 
 def test_jobs_run_cli_runs_once_under_the_same_lock(conn, database_url):
     pid = expired_payment(conn)
-    key = {"key": LOCK_KEYS["job:cleanup"]}
-    conn.execute("SELECT pg_advisory_lock(402, %(key)s)", key)  # as if a daemon ran cleanup
+    daemon = psycopg.connect(database_url)  # as if a daemon ran cleanup: its row is locked
+    daemon.execute("SELECT 1 FROM verifier.leases WHERE name = 'job:cleanup' FOR UPDATE")
     held = jobs_cli(database_url, "cleanup")
     assert held.returncode == 0, held.stderr
     assert json.loads(held.stdout) | {"seconds": 0} == {
         "job": "cleanup", "status": "skipped", "reason": "running_elsewhere", "seconds": 0}
     assert status_of(conn, pid) == "verified"
-    conn.execute("SELECT pg_advisory_unlock(402, %(key)s)", key)
+    daemon.rollback()
+    daemon.close()
 
     done = jobs_cli(database_url, "cleanup")
     assert done.returncode == 0, done.stderr

@@ -53,6 +53,17 @@ def pay_from_wallet(chain: Chain, owner: LocalAccount, amount: int) -> Paid:
     return Paid(d.wallet_pay(wallet, owner, PAYEE, amount), owner, amount)
 
 
+def pay_exact(chain: Chain, amount: int, *, seed: str) -> Paid:
+    """An x402 "exact" payment (EIP-3009 transferWithAuthorization, submitted by a dev account
+    as a facilitator would): verified only if the daemon sees its AuthorizationUsed log, for an
+    amount below X402_MIN_PAYMENT_USDC."""
+    d = chain.devnet
+    [payer] = d.new_accounts(1, seed=seed)
+    d.mint(payer, amount)
+    return Paid(d.pay_with_authorization(payer, PAYEE, amount, sender=d.accounts[2]), payer,
+                amount)
+
+
 def proof(signer: LocalAccount, tx_hash: str, token_hash: str, chain: str = "base") -> str:
     return sign_claim(signer.key, rules.claim_message(chain, tx_hash, token_hash))
 

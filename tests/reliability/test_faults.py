@@ -3,9 +3,10 @@ failed" never becomes the rejection of a valid claim.
 
 Every case runs the same story through a FaultProxy that serves one fault kind on a share of
 the requests: payments before the watcher's start block (found only when claimed, through the
-on-demand lookup), payments the watcher scans, and one payment from an EIP-1271 contract wallet
-(its claim needs eth_getCode and eth_call). Every payment must end verified once with its exact
-amount and every claim issued.
+on-demand lookup), payments the watcher scans, an x402 "exact" payment of each kind (below
+X402_MIN_PAYMENT_USDC: verified only when its AuthorizationUsed log was read right), and one
+payment from an EIP-1271 contract wallet (its claim needs eth_getCode and eth_call). Every
+payment must end verified once with its exact amount and every claim issued.
 """
 
 from __future__ import annotations
@@ -14,7 +15,14 @@ import pytest
 
 from tests.daemon import eventually, query, running_daemon
 from tests.evm.chain import daemon_env
-from tests.reliability.support import claim_all, pay_from_wallet, pay_many, payments, proxied_chain
+from tests.reliability.support import (
+    claim_all,
+    pay_exact,
+    pay_from_wallet,
+    pay_many,
+    payments,
+    proxied_chain,
+)
 from verifier.devnet.faults import HEAD_METHODS, NULLABLE_METHODS, Fault
 
 RPC_TIMEOUT = "0.5"  # the proxy's hang lasts longer than this
@@ -38,8 +46,10 @@ async def test_one_fault_kind_loses_nothing_and_rejects_no_valid_claim(fault, da
     with proxied_chain(seed=6, rate=0.25, faults=[fault], hang=1.5) as (chain, proxy):
         d = chain.devnet
         early = pay_many(chain, 3, seed=f"early-{fault.value}", first_amount=500_000)
+        early.append(pay_exact(chain, 1_000, seed=f"early-exact-{fault.value}"))
         start = d.head() + 1
         late = pay_many(chain, 8, seed=f"late-{fault.value}")
+        late.append(pay_exact(chain, 2_000, seed=f"late-exact-{fault.value}"))
         wallet = pay_from_wallet(chain, d.accounts[1], 2_345_678)
         d.mine(3)
         everything = [*early, *late, wallet]

@@ -1,5 +1,6 @@
 """Security: a bearer token exists only in the hands of whoever it was given to; the SQL
-functions cannot be steered through search_path and run with the caller's rights."""
+functions cannot be steered through search_path; the API's run as their NOLOGIN owner, the rest
+with the caller's rights."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ from tests.evm.chain import daemon_env, fresh_chain
 from tests.reliability.support import pay_many, proof
 from verifier import api
 from verifier.devnet.postgres import RestartablePostgres
-from verifier.devnet.soak import AUDIT
+from verifier.sqlfiles import queries
+
+AUDIT = queries("audit.sql")
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -110,13 +113,30 @@ def _rows_containing(url: str, needle: str) -> dict[str, int]:
     return found
 
 
-def test_sql_functions_set_search_path_and_run_as_invoker(database_url):
+API_FUNCTIONS = {"verifier.submit_claim", "verifier.consume_request", "verifier.claim_status"}
+
+
+def test_sql_functions_set_search_path_and_only_the_api_runs_as_its_owner(database_url):
     rows = query(database_url, AUDIT["function_security"])
     names = {f"{schema}.{name}" for schema, name, _definer, _config in rows}
-    assert {"verifier.submit_claim", "verifier.consume_request",
-            "public.cleanup_expired_x402_payments", "public.update_x402_analytics"} <= names
+    assert API_FUNCTIONS | {"public.cleanup_expired_x402_payments",
+                            "public.update_x402_analytics"} <= names
     for schema, name, definer, config in rows:
-        assert definer is False, f"{schema}.{name} runs as SECURITY DEFINER"
+        assert definer is (f"{schema}.{name}" in API_FUNCTIONS), f"{schema}.{name}: definer"
         paths = [c for c in config or [] if c.startswith("search_path=")]
         assert paths, f"{schema}.{name} does not set search_path"
         assert "$user" not in paths[0], f"{schema}.{name}: {paths[0]}"
+        if definer:  # a temporary object of the caller's must never shadow one of ours
+            assert paths[0].endswith("pg_temp"), f"{schema}.{name}: {paths[0]}"
+
+
+def test_a_callers_temporary_table_cannot_steer_a_definer_function(database_url):
+    """pg_temp is searched first unless named last: an x402_api login's temporary x402_tokens
+    would otherwise stand in for the real one inside consume_request."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("CREATE TEMP TABLE x402_tokens (token_hash text, payment_id bigint, "
+                     "expires_at timestamptz, last_used_at timestamptz)")
+        conn.execute("INSERT INTO pg_temp.x402_tokens VALUES (repeat('f', 64), 1, 'infinity')")
+        row = conn.execute("SELECT allowed, reason FROM verifier.consume_request("
+                           "repeat('f', 64), '/', 'GET', 200)").fetchone()
+    assert row == (False, "unknown_token")

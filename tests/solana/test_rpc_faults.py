@@ -81,24 +81,88 @@ async def test_null_for_a_listed_signature_is_retried_in_a_scan(
     assert node.faults_left() == 0
 
 
-async def test_a_signature_the_node_keeps_answering_null_for_holds_the_cursor(
+async def test_a_signature_the_node_keeps_answering_null_for_is_quarantined_after_some_polls(
         node: SolanaServer, kit: TokenKit, payer: Keypair, payee: Keypair,
         make_adapter: MakeAdapter) -> None:
     sigs = [kit.transfer(payer, payee.pubkey(), 1_000 * (i + 1)) for i in range(3)]
-    adapter = await make_adapter(payee)
+    adapter = await make_adapter(payee, quarantine_after=3)
     cursors = await start_cursors(adapter, node.landed(sigs[0]).slot)
     node.inject("getTransaction", Fault.NULL, times=1_000, when=for_signature(sigs[1]))
 
     step = await adapter.scan(cursors, await adapter.view())
     assert [p.tx_hash for p in step.payments] == sigs[:1]
-    assert step.cursors[0].marker == sigs[0] and not step.done
-    with pytest.raises(RpcError) as stuck:  # nothing at all can be read past it
-        await adapter.scan(step.cursors, await adapter.view())
-    assert stuck.value.retriable
+    # Held: the cursor waits before it for the next poll, which comes after the usual sleep.
+    assert step.cursors[0].marker == sigs[0] and step.done and not step.quarantine
+    held = await adapter.scan(step.cursors, await adapter.view())
+    assert (held.payments, held.cursors, held.quarantine) == ([], step.cursors, [])
 
+    # The third poll in a row puts it aside and goes on: what comes after it is not stalled.
+    third = await adapter.scan(held.cursors, await adapter.view())
+    assert [p.tx_hash for p in third.payments] == sigs[2:]
+    assert third.cursors[0].marker == sigs[2]
+    assert [(q.signature, q.reason, q.attempts, q.slot) for q in third.quarantine] == [
+        (sigs[1], "not_served", 3, node.landed(sigs[1]).slot)]
+
+    still = await adapter.retry_quarantined(third.quarantine)
+    assert still.payments == [] and still.released == []
+    assert [(q.signature, q.attempts) for q in still.quarantine] == [(sigs[1], 4)]
     node.clear_faults()
-    payments, _, _ = await scan_all(adapter, step.cursors)
-    assert [p.tx_hash for p in payments] == sigs[1:]
+    later = await adapter.retry_quarantined(still.quarantine)
+    assert [(p.tx_hash, p.amount) for p in later.payments] == [(sigs[1], 2_000)]
+    assert later.released == [sigs[1]] and later.quarantine == []
+
+
+async def test_an_item_of_a_batch_refused_with_a_final_error_is_asked_again_alone(
+        node: SolanaServer, kit: TokenKit, payer: Keypair, payee: Keypair,
+        make_adapter: MakeAdapter) -> None:
+    sigs = [kit.transfer(payer, payee.pubkey(), 1_000 + i) for i in range(4)]
+    adapter = await make_adapter(payee)
+    cursors = await start_cursors(adapter, node.landed(sigs[0]).slot)
+    node.inject("getTransaction", Fault.UNSUPPORTED_VERSION, times=1,
+                when=for_signature(sigs[1]))
+
+    step = await adapter.scan(cursors, await adapter.view())
+
+    assert [p.tx_hash for p in step.payments] == sigs and step.done
+    assert node.errors[-32015] == 1 and node.calls["getTransaction"] == 5
+
+
+async def test_an_answer_for_another_signature_is_retried_never_credited(
+        node: SolanaServer, kit: TokenKit, payer: Keypair, payee: Keypair,
+        make_adapter: MakeAdapter) -> None:
+    paid = kit.transfer(payer, payee.pubkey(), 1_000_000)
+    nothing = kit.transfer(payee, payer.pubkey(), 10)  # out of the payee's account
+    adapter = await make_adapter(payee)
+    cursors = await start_cursors(adapter, node.landed(paid).slot)
+    lie = {"other": paid, "when": for_signature(nothing)}
+    node.inject("getTransaction", Fault.OTHER_TRANSACTION, times=2, **lie)
+
+    payments, _, _ = await scan_all(adapter, cursors)
+    assert [(p.tx_hash, p.amount) for p in payments] == [(paid, 1_000_000)]
+    assert node.faults_left() == 0
+
+    node.inject("getTransaction", Fault.OTHER_TRANSACTION, times=1, **lie)
+    lookup = await adapter.lookup(nothing)
+    assert (lookup.payment, lookup.reason) == (None, "wrong_recipient")
+    node.inject("getTransaction", Fault.OTHER_TRANSACTION, times=1_000, **lie)
+    with pytest.raises(RpcError) as lying:  # a claim waits; it is never paid by another tx
+        await adapter.lookup(nothing)
+    assert lying.value.retriable
+
+
+async def test_short_pages_are_paged_through_to_the_cursor(
+        node: SolanaServer, kit: TokenKit, payer: Keypair, payee: Keypair,
+        make_adapter: MakeAdapter) -> None:
+    sigs = [kit.transfer(payer, payee.pubkey(), 100 + i) for i in range(25)]
+    node.page_cap = 10  # what a node answers across its ledger / long-term storage boundary
+    adapter = await make_adapter(payee)
+    cursors = await start_cursors(adapter, node.landed(sigs[0]).slot)
+
+    payments, final, _ = await scan_all(adapter, cursors)
+    assert [p.tx_hash for p in payments] == sigs
+    more = [kit.transfer(payer, payee.pubkey(), 500 + i) for i in range(12)]
+    payments, _, _ = await scan_all(adapter, final)
+    assert [p.tx_hash for p in payments] == more
 
 
 @pytest.mark.parametrize("fault", [Fault.SLOT_SKIPPED, Fault.LONG_TERM_SLOT_SKIPPED])

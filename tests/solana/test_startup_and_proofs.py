@@ -11,7 +11,7 @@ from solders.system_program import ID as SYSTEM_PROGRAM
 
 from tests.solana.conftest import MakeAdapter
 from tests.solana.test_rpc_faults import closed_port_url
-from verifier import client, rules
+from verifier import client, redact, rules
 from verifier.devnet.solana_server import Fault, SolanaServer
 from verifier.devnet.solana_tokens import USDC_MINT, TokenKit, ata, mint_data
 from verifier.errors import ConfigError
@@ -57,7 +57,8 @@ async def test_startup_check_refuses_an_unreachable_endpoint(
         node: SolanaServer, kit: TokenKit, payee: Keypair, make_adapter: MakeAdapter) -> None:
     dead = closed_port_url()
     adapter = await make_adapter(payee, urls=[node.url, dead])
-    with pytest.raises(ConfigError, match=f"X402_SOLANA_RPC_URLS: {dead}"):
+    # Named by its position and origin, never by the URL (which may carry a key).
+    with pytest.raises(ConfigError, match=f"X402_SOLANA_RPC_URLS: #2 {redact.origin(dead)}: "):
         await adapter.startup_check()
 
 
@@ -159,3 +160,21 @@ def adapter_view(slot: int):
     from verifier.models import ChainView
 
     return ChainView(head=slot, final=slot)
+
+async def test_a_delegate_that_signed_the_transfer_may_claim_it(
+        node: SolanaServer, kit: TokenKit, payer: Keypair, payee: Keypair,
+        make_adapter: MakeAdapter) -> None:
+    delegate = kit.wallet()
+    sig = kit.delegated_transfer(payer, delegate, payee.pubkey(), 400_000)
+    adapter = await make_adapter(payee)
+    lookup = await adapter.lookup(sig)
+    assert lookup.payment is not None
+    assert lookup.payment.from_address == str(payer.pubkey())  # whose balance paid
+    signers = await adapter.tx_signers(sig)
+    assert signers == lookup.signers == (str(delegate.pubkey()),)
+    accepted = rules.accepted_signers(lookup.payment.from_address, signers)
+    assert accepted == (str(payer.pubkey()), str(delegate.pubkey()))
+    message = rules.claim_message("solana", sig, "ab" * 32)
+    by_delegate = str(delegate.sign_message(message.encode()))
+    assert [await adapter.verify_proof(who, message, by_delegate) for who in accepted] == [
+        False, True]

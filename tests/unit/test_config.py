@@ -28,6 +28,13 @@ def test_defaults_and_canonical_forms():
     assert cfg.policy.claim_proof == "signature"
 
 
+def test_the_exact_minimum_defaults_to_the_price_per_request():
+    assert config.load(GOOD).policy.exact_min_payment == 1_000
+    assert config.load(dict(GOOD, X402_PRICE_PER_REQUEST_USDC="0.05")).policy.exact_min_payment == 50_000
+    chosen = dict(GOOD, X402_PRICE_PER_REQUEST_USDC="0.05", X402_EXACT_MIN_PAYMENT_USDC="0.01")
+    assert config.load(chosen).policy.exact_min_payment == 10_000
+
+
 @pytest.mark.parametrize("key,value,named", [
     ("X402_CHAINS", "base,dogecoin", "X402_CHAINS"),
     ("X402_BASE_RPC_URLS", "", "X402_BASE_RPC_URLS"),
@@ -42,6 +49,8 @@ def test_defaults_and_canonical_forms():
     ("X402_MIN_PAYMENT_USDC", "-1", "X402_MIN_PAYMENT_USDC"),
     # a minimum payment would buy 0 requests
     ("X402_PRICE_PER_REQUEST_USDC", "0.2", "X402_PRICE_PER_REQUEST_USDC"),
+    ("X402_EXACT_MIN_PAYMENT_USDC", "0", "X402_EXACT_MIN_PAYMENT_USDC"),
+    ("X402_EXACT_MIN_PAYMENT_USDC", "0.0000001", "X402_EXACT_MIN_PAYMENT_USDC"),
     ("X402_BASE_CONFIRMATIONS", "ten", "X402_BASE_CONFIRMATIONS"),
     ("X402_BASE_FINALITY", "eventually", "X402_BASE_FINALITY"),
     ("X402_CLAIM_PROOF", "maybe", "X402_CLAIM_PROOF"),

@@ -83,7 +83,7 @@ async def test_errors_name_the_endpoint_that_failed():
 
     with pytest.raises(FinalRpcError) as err:
         await p.call("eth_call", op)
-    assert err.value.endpoint == "http://a"
+    assert err.value.endpoint == "#1 http://a"  # named by position and origin, never the URL
 
 
 async def test_the_client_fails_over_from_a_dead_endpoint_and_honours_retry_after():

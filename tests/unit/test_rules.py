@@ -154,6 +154,10 @@ def facts(**kw):
     (facts(payment_status="underpaid"), "reject", "underpaid"),
     (facts(payment_status="reorged"), "reject", "reorged"),
     (facts(payment_status="expired"), "reject", "expired"),
+    # verified, but past its expires_at before cleanup marked it: a token would be dead
+    (facts(payment_lapsed=True), "reject", "expired"),
+    (facts(payment_lapsed=True, already_claimed=True), "reject", "already_claimed"),
+    (facts(payment_status="pending", payment_lapsed=True), "wait", "unconfirmed"),
     (facts(payment_status="pending"), "wait", "unconfirmed"),
     (facts(payment_status="pending", age=timedelta(hours=1)), "expire", "unconfirmed"),
     (facts(payment_status=None, lookup_reason="not_found"), "wait", "not_found"),
@@ -170,3 +174,49 @@ def test_judge_claim(f, action, reason):
 def test_without_proofs_the_first_claim_wins():
     policy = rules.Policy(1_000, 100_000, claim_proof="none")
     assert rules.judge_claim(facts(proof_valid=None), policy).action == "issue"
+
+
+def test_the_evm_payer_is_the_sender_of_the_largest_amount():
+    small, big = PAYER, OTHER
+    p = rules.judge_transaction(tx(transfer(index=0, sender=small, amount=10_000),
+                                   transfer(index=1, sender=big, amount=10_000_000)),
+                                [PAYEE], USDC)
+    assert isinstance(p, Observed) and (p.from_address, p.amount) == (big, 10_010_000)
+
+
+def test_the_evm_payer_sums_each_senders_transfers_and_ties_go_to_the_first():
+    three = tx(transfer(index=0, sender=OTHER, amount=500), transfer(index=1, sender=PAYER,
+                                                                     amount=400),
+               transfer(index=2, sender=PAYER, amount=400))
+    assert rules.payer(three, [PAYEE], USDC) == PAYER  # 800 against 500
+    tie = tx(transfer(index=5, sender=PAYER, amount=500), transfer(index=2, sender=OTHER,
+                                                                   amount=500))
+    assert rules.payer(tie, [PAYEE], USDC) == OTHER  # its transfer comes first
+
+
+def test_the_solana_payer_is_the_sender_of_the_largest_amount_to_the_payee():
+    # "b" lost most overall, but most of it went elsewhere: "a" sent the payee more.
+    facts_ = sol(balance("payee", 30), balance("a", -20), balance("b", -110),
+                 balance("elsewhere", 100),
+                 moves=(TokenMove("b-ata", "payee-ata", "b", 10),
+                        TokenMove("b-ata", "elsewhere-ata", "b", 100),
+                        TokenMove("a-ata", "payee-ata", "a", 20)))
+    p = rules.judge_transaction(facts_, ["payee"], "mint")
+    assert isinstance(p, Observed) and (p.from_address, p.amount) == ("a", 30)
+
+
+def test_a_solana_move_between_two_payees_pays_nothing():
+    between = sol(balance("payee", 50), balance("payee2", -50),
+                  moves=(TokenMove("payee2-ata", "payee-ata", "payee2", 50),))
+    assert rules.judge_transaction(between, ["payee", "payee2"], "mint") == "wrong_recipient"
+    beside = sol(balance("payee", 80), balance("payee2", -50), balance("a", -30),
+                 moves=(TokenMove("payee2-ata", "payee-ata", "payee2", 50),
+                        TokenMove("a-ata", "payee-ata", "a", 30)))
+    p = rules.judge_transaction(beside, ["payee", "payee2"], "mint")
+    assert isinstance(p, Observed) and (p.amount, p.from_address) == (30, "a")
+
+
+def test_accepted_signers_are_the_payer_then_the_signers_once_each():
+    assert rules.accepted_signers("payer", ("fee", "payer", "co")) == ("payer", "fee", "co")
+    assert rules.accepted_signers("payer") == ("payer",)
+    assert rules.accepted_signers("", ("fee",)) == ("fee",)

@@ -17,11 +17,14 @@ from solders.keypair import Keypair
 from verifier import rules
 from verifier.chains import evm_decode, solana_decode
 from verifier.chains.solana_keys import associated_token_address
-from verifier.models import ChainView, Observed
+from verifier.errors import UnreadableAnswer
+from verifier.models import ChainView, Observed, TxFacts
 
 USDC = "usdc"
 FAKE = "fake"  # a look-alike token with the same decimals
 PAYER, PAYEE, OTHER = "payer", "payee", "other"
+SMALL, BIG, ROUTER, RELAYER = "small", "big", "router", "relayer"  # see CLAIMANTS
+PAYEE2 = "payee2"  # a second payment address
 POLICY = rules.Policy(price_per_request=1_000, min_payment=100_000)
 VIEW = ChainView(head=1_000, final=1_000)
 
@@ -29,14 +32,20 @@ EVM_TOKENS = {USDC: "0x833589fcd6edb6e08f4c7c32d4f71b54bda02913",
               FAKE: "0x1111111111111111111111111111111111111111"}
 EVM_WALLETS = {PAYER: "0x4444444444444444444444444444444444444444",
                PAYEE: "0x2222222222222222222222222222222222222222",
-               OTHER: "0x3333333333333333333333333333333333333333"}
+               OTHER: "0x3333333333333333333333333333333333333333",
+               SMALL: "0x5555555555555555555555555555555555555555",
+               BIG: "0x6666666666666666666666666666666666666666",
+               ROUTER: "0x7777777777777777777777777777777777777777",
+               RELAYER: "0x8888888888888888888888888888888888888888",
+               PAYEE2: "0x9999999999999999999999999999999999999999"}
 EVM_TX = "0x" + "ab" * 32
 
 TOKEN_PROGRAM = "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA"
 SOLANA_TOKENS = {USDC: "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v",
                  FAKE: str(Keypair.from_seed(bytes([9] * 32)).pubkey())}
 SOLANA_WALLETS = {name: str(Keypair.from_seed(bytes([i + 1] * 32)).pubkey())
-                  for i, name in enumerate([PAYER, PAYEE, OTHER])}
+                  for i, name in enumerate([PAYER, PAYEE, OTHER, SMALL, BIG, ROUTER, RELAYER,
+                                            PAYEE2])}
 SOLANA_TX = str(Keypair.from_seed(bytes([7] * 32)).sign_message(b"x"))
 START = 10**9  # every sender holds this much of every token before the transaction
 
@@ -47,6 +56,12 @@ class Move:
     sender: str
     recipient: str
     amount: int
+    # EVM: an AuthorizationUsed log right before the Transfer (EIP-3009, an x402 "exact"
+    # settlement), from this token contract (or `authorizing_token`) for this authorizer (or
+    # `authorizer`). Solana has no such log: the same move is an ordinary transfer there.
+    authorized: bool = False
+    authorizer: str | None = None
+    authorizing_token: str | None = None
 
 
 @dataclass(frozen=True)
@@ -54,6 +69,9 @@ class Case:
     moves: tuple[Move, ...]
     failed: bool = False
     want: str | tuple[int, str, str] = "no_transfer"  # a reason, or (amount, status, payer)
+    signer: str | None = None  # who sent the transaction (EVM tx.from, Solana fee payer);
+    # None: the first move's sender
+    want_solana: str | tuple[int, str, str] | None = None  # when Solana differs (no EIP-3009)
 
 
 CASES = {
@@ -77,7 +95,57 @@ CASES = {
         (Move(FAKE, PAYER, PAYEE, 1_000_000),), failed=True, want="failed_tx"),
     "a zero transfer to the payee is no transfer": Case(
         (Move(USDC, PAYER, PAYEE, 0),), want="no_transfer"),
+    # Who paid: the sender of the largest amount, not the first one.
+    "two senders: the larger one is the payer": Case(
+        (Move(USDC, SMALL, PAYEE, 10_000), Move(USDC, BIG, PAYEE, 10_000_000)),
+        signer=RELAYER, want=(10_010_000, "verified", BIG)),
+    "an EOA paying through a contract": Case(
+        (Move(USDC, ROUTER, PAYEE, 2_000_000),), signer=PAYER,
+        want=(2_000_000, "verified", ROUTER)),
+    "equal amounts: the first sender is the payer": Case(
+        (Move(USDC, BIG, PAYEE, 300_000), Move(USDC, SMALL, PAYEE, 300_000)),
+        signer=RELAYER, want=(600_000, "verified", BIG)),
+    # Self-payment is not revenue: a move between two payment addresses pays nothing.
+    "a payee paying another payee": Case(
+        (Move(USDC, PAYEE2, PAYEE, 5_000_000),), want="wrong_recipient"),
+    "a payee paying another payee beside a real payment": Case(
+        (Move(USDC, PAYEE2, PAYEE, 5_000_000), Move(USDC, PAYER, PAYEE, 200_000)),
+        want=(200_000, "verified", PAYER)),
+    # x402 "exact" payments (EIP-3009), whoever settled them: one request's price suffices.
+    "an x402 exact payment of one request is verified": Case(
+        (Move(USDC, PAYER, PAYEE, 1_000, authorized=True),),
+        want=(1_000, "verified", PAYER), want_solana=(1_000, "underpaid", PAYER)),
+    "an x402 exact payment below one request is underpaid": Case(
+        (Move(USDC, PAYER, PAYEE, 999, authorized=True),), want=(999, "underpaid", PAYER)),
+    "two exact payments in one transaction are exact": Case(
+        (Move(USDC, PAYER, PAYEE, 500, authorized=True),
+         Move(USDC, PAYER, PAYEE, 500, authorized=True)),
+        want=(1_000, "verified", PAYER), want_solana=(1_000, "underpaid", PAYER)),
+    "a plain transfer beside an exact one makes the payment plain": Case(
+        (Move(USDC, PAYER, PAYEE, 1_000, authorized=True), Move(USDC, PAYER, PAYEE, 1_000)),
+        want=(2_000, "underpaid", PAYER)),
+    "another contract's AuthorizationUsed makes no exact payment": Case(
+        (Move(USDC, PAYER, PAYEE, 1_000, authorized=True, authorizing_token=FAKE),),
+        want=(1_000, "underpaid", PAYER)),
+    "another authorizer's AuthorizationUsed makes no exact payment": Case(
+        (Move(USDC, PAYER, PAYEE, 1_000, authorized=True, authorizer=OTHER),),
+        want=(1_000, "underpaid", PAYER)),
+    "an authorized look-alike is still the wrong token": Case(
+        (Move(FAKE, PAYER, PAYEE, 10**12, authorized=True),), want="wrong_token"),
+    "an exact payment of a failed transaction is failed": Case(
+        (Move(USDC, PAYER, PAYEE, 1_000, authorized=True),), failed=True, want="failed_tx"),
 }
+
+# Whose proof may claim each paying case: its payer, and whoever signed the transaction.
+CLAIMANTS = {
+    "paid": {PAYER},
+    "two senders: the larger one is the payer": {BIG, RELAYER},
+    "an EOA paying through a contract": {ROUTER, PAYER},
+    "equal amounts: the first sender is the payer": {BIG, RELAYER},
+}
+PAYEES = (PAYEE, PAYEE2)
+
+AUTHORIZATION_USED = "0x98de503528ee59b575ef0c0a2576a82497bfc029a5685b209e9ec333479b10a5"
 
 
 # --- EVM: receipts and logs ----------------------------------------------------------------
@@ -91,25 +159,61 @@ def evm_log(move: Move, index: int) -> dict[str, Any]:
                        evm_decode.topic_for(EVM_WALLETS[move.recipient])]}
 
 
+def evm_authorization_log(move: Move, index: int) -> dict[str, Any]:
+    """What FiatToken's transferWithAuthorization logs right before the Transfer."""
+    return {"address": EVM_TOKENS[move.authorizing_token or move.token], "blockNumber": hex(900),
+            "blockHash": "0x" + "cd" * 32, "transactionHash": EVM_TX, "logIndex": hex(index),
+            "removed": False, "data": "0x",
+            "topics": [AUTHORIZATION_USED,
+                       evm_decode.topic_for(EVM_WALLETS[move.authorizer or move.sender]),
+                       "0x" + f"{index + 1:064x}"]}
+
+
+def evm_logs(case: Case) -> list[dict[str, Any]]:
+    logs: list[dict[str, Any]] = []
+    for m in case.moves:
+        if m.authorized:
+            logs.append(evm_authorization_log(m, len(logs)))
+        logs.append(evm_log(m, len(logs)))
+    return logs
+
+
 def evm_receipt(case: Case) -> dict[str, Any]:
     # A reverted transaction keeps no logs: that is what a real receipt of status 0 holds.
-    logs = [] if case.failed else [evm_log(m, i) for i, m in enumerate(case.moves)]
+    logs = [] if case.failed else evm_logs(case)
     return {"transactionHash": EVM_TX, "blockNumber": hex(900), "blockHash": "0x" + "cd" * 32,
-            "status": "0x0" if case.failed else "0x1", "logs": logs}
+            "from": EVM_WALLETS[signer_of(case)], "status": "0x0" if case.failed else "0x1",
+            "logs": logs}
+
+
+def signer_of(case: Case) -> str:
+    return case.signer or (case.moves[0].sender if case.moves else PAYER)
+
+
+def evm_facts(case: Case) -> TxFacts:
+    return evm_decode.receipt_facts("base", evm_receipt(case), EVM_TX, EVM_TOKENS[USDC])
 
 
 def evm_lookup(case: Case) -> Observed | str:
     usdc = EVM_TOKENS[USDC]
-    facts = evm_decode.receipt_facts("base", evm_receipt(case), EVM_TX, usdc)
-    return rules.judge_transaction(facts, [EVM_WALLETS[PAYEE]], usdc)
+    return rules.judge_transaction(evm_facts(case), [EVM_WALLETS[p] for p in PAYEES], usdc)
 
 
 def evm_scan(case: Case) -> list[Observed]:
-    """What eth_getLogs answers a scan: USDC Transfer logs into a payee, of successful txs."""
-    usdc, payee = EVM_TOKENS[USDC], evm_decode.topic_for(EVM_WALLETS[PAYEE])
-    logs = [e for e in evm_receipt(case)["logs"] if e["address"] == usdc and e["topics"][2] == payee]
+    """What eth_getLogs answers a scan: USDC Transfer logs into a payee, of successful txs; then
+    the USDC AuthorizationUsed logs of their senders."""
+    usdc = EVM_TOKENS[USDC]
+    payees = [EVM_WALLETS[p] for p in PAYEES]
+    topics = {evm_decode.topic_for(a) for a in payees}
+    receipt_logs = evm_receipt(case)["logs"]
+    logs = [e for e in receipt_logs if e["address"] == usdc
+            and e["topics"][0] == evm_decode.TRANSFER_TOPIC and e["topics"][2] in topics]
     transfers = evm_decode.logged_transfers("base", logs, 900, 900)
-    return rules.payments_from_transfers(transfers, [EVM_WALLETS[PAYEE]], usdc)
+    senders = {evm_decode.topic_for(t.from_address) for t in transfers}
+    used = [e for e in receipt_logs if e["address"] == usdc
+            and e["topics"][0] == AUTHORIZATION_USED and e["topics"][1] in senders]
+    authorizations = evm_decode.logged_authorizations(used, 900, 900)
+    return rules.payments_from_transfers(transfers, payees, usdc, authorizations)
 
 
 # --- Solana: getTransaction, jsonParsed ----------------------------------------------------
@@ -120,7 +224,7 @@ def ata(owner: str, token: str) -> str:
 
 
 def solana_transaction(case: Case) -> dict[str, Any]:
-    signer = case.moves[0].sender if case.moves else PAYER
+    signer = signer_of(case)
     accounts = {(o, m.token): ata(o, m.token) for m in case.moves for o in (m.sender, m.recipient)}
     keys = [SOLANA_WALLETS[signer], *dict.fromkeys(accounts.values()), TOKEN_PROGRAM]
     pre = {a: START if any(ata(m.sender, m.token) == a for m in case.moves) else 0
@@ -159,10 +263,15 @@ def _transfer_checked(m: Move) -> dict[str, Any]:
                 "tokenAmount": {"amount": str(m.amount), "decimals": 6}}}}
 
 
-def solana_lookup(case: Case) -> Observed | str:
+def solana_facts(case: Case) -> TxFacts:
     facts = solana_decode.transaction_facts(solana_transaction(case), SOLANA_TX)
     assert facts is not None
-    return rules.judge_transaction(facts, [SOLANA_WALLETS[PAYEE]], SOLANA_TOKENS[USDC])
+    return facts
+
+
+def solana_lookup(case: Case) -> Observed | str:
+    return rules.judge_transaction(solana_facts(case), [SOLANA_WALLETS[p] for p in PAYEES],
+                                   SOLANA_TOKENS[USDC])
 
 
 # --- the table -----------------------------------------------------------------------------
@@ -182,7 +291,8 @@ def test_both_chains_reach_the_same_verdict(name: str) -> None:
     case = CASES[name]
     evm = verdict(evm_lookup(case), EVM_WALLETS)
     solana = verdict(solana_lookup(case), SOLANA_WALLETS)
-    assert (evm, solana) == (case.want, case.want)
+    want_solana = case.want if case.want_solana is None else case.want_solana
+    assert (evm, solana) == (case.want, want_solana)
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -209,3 +319,37 @@ def test_a_scanned_transaction_moving_more_usdc_than_exists_is_a_corrupt_answer(
     with pytest.raises(evm_decode.UnreadableAnswer, match="more USDC than exists"):
         evm_decode.logged_transfers("base", logs, 900, 900)
     assert len(evm_decode.logged_transfers("base", logs[:1], 900, 900)) == 1
+
+@pytest.mark.parametrize("name", list(CLAIMANTS))
+def test_both_chains_accept_proofs_by_the_payer_and_the_signer(name: str) -> None:
+    case = CASES[name]
+    accepted = {}
+    for chain, facts, lookup, wallets in (
+            ("evm", evm_facts(case), evm_lookup(case), EVM_WALLETS),
+            ("solana", solana_facts(case), solana_lookup(case), SOLANA_WALLETS)):
+        assert isinstance(lookup, Observed)
+        names = {address: who for who, address in wallets.items()}
+        accepted[chain] = {names[a] for a in rules.accepted_signers(lookup.from_address,
+                                                                     facts.signers)}
+    assert accepted == {"evm": CLAIMANTS[name], "solana": CLAIMANTS[name]}
+
+
+def test_the_exact_minimum_is_a_setting_of_its_own() -> None:
+    exact = evm_lookup(CASES["an x402 exact payment of one request is verified"])
+    plain = evm_lookup(CASES["a plain transfer beside an exact one makes the payment plain"])
+    assert isinstance(exact, Observed) and exact.exact
+    assert isinstance(plain, Observed) and not plain.exact
+    dearer = rules.Policy(price_per_request=1_000, min_payment=100_000, exact_min_payment=5_000)
+    assert rules.judge(exact, VIEW, dearer) == rules.Verdict("underpaid", 101, 0)
+    assert rules.judge(exact, VIEW, POLICY) == rules.Verdict("verified", 101, 1)
+    cheaper = rules.Policy(price_per_request=1_000, min_payment=1_500)
+    assert rules.judge(plain, VIEW, cheaper).status == "verified"  # plain: X402_MIN_PAYMENT_USDC
+
+
+def test_a_malformed_usdc_authorization_log_is_a_corrupt_receipt_not_a_plain_payment() -> None:
+    receipt = evm_receipt(CASES["an x402 exact payment of one request is verified"])
+    receipt["logs"][0]["topics"] = receipt["logs"][0]["topics"][:2]  # the nonce topic lost
+    with pytest.raises(UnreadableAnswer, match="AuthorizationUsed"):
+        evm_decode.receipt_facts("base", receipt, EVM_TX, EVM_TOKENS[USDC])
+    with pytest.raises(UnreadableAnswer, match="AuthorizationUsed"):
+        evm_decode.logged_authorizations(receipt["logs"][:1], 900, 900)

@@ -39,22 +39,39 @@ def test_the_board_keeps_the_latest_status_of_each_chain():
     assert board.current() == [lagging_base(), WatcherStatus("ethereum", 1.0)]
 
 
-def test_watchdog_ok_while_active_watchers_progress_and_standby_ones_have_nothing_to_prove():
-    statuses = [lagging_base(), WatcherStatus("ethereum", last_progress=0.0)]
+def watched_elsewhere(chain: str = "ethereum", at: float = 125.0) -> WatcherStatus:
+    """A standby that saw another instance's live lease at ``at``."""
+    return WatcherStatus(chain, last_progress=0.0, watched=True, watched_at=at)
+
+
+def test_watchdog_ok_while_active_watchers_progress_and_standby_ones_see_a_live_lease():
+    statuses = [lagging_base(), watched_elsewhere()]
     ok = watcher_progress(statuses, now=130.0, stall_after=60.0)
     assert ok.ok and ok.text == "base at 110 of 120; ethereum standby"
     stalled = watcher_progress(statuses, now=170.0, stall_after=60.0)
     assert not stalled.ok and stalled.text == "stalled: base no progress for 70s"
 
 
+def test_a_chain_nobody_watches_stops_the_watchdog_and_fails_readiness():
+    """A standby that has not seen a live lease (it could not ask) since 80: tolerated for the
+    stall limit, then reported, never fed as "standby"."""
+    nobody = WatcherStatus("ethereum", last_progress=0.0, watched=False, watched_at=80.0)
+    statuses = [lagging_base(), nobody]
+    assert watcher_progress(statuses, now=130.0, stall_after=60.0).ok
+    stalled = watcher_progress(statuses, now=150.0, stall_after=60.0)
+    assert not stalled.ok and stalled.text == "stalled: ethereum watched by nobody for 70s"
+    metrics = Metrics(config.load(ENV).chains, StatusBoard(statuses))
+    assert metrics._chain_readiness(nobody) == {"ok": False, "active": False, "watched": False}
+
+
 def test_readiness_reads_the_published_status():
-    board = StatusBoard([lagging_base(), WatcherStatus("ethereum", last_progress=0.0)])
+    board = StatusBoard([lagging_base(), watched_elsewhere()])
     metrics = Metrics(config.load(ENV).chains, board)
     chains = {w.chain: metrics._chain_readiness(w) for w in board.current()}
     assert chains == {
         "base": {"ok": False, "active": True, "head": 120, "scanned": 110, "lag_blocks": 10,
                  "max_lag_blocks": 5},
-        "ethereum": {"ok": True, "active": False},
+        "ethereum": {"ok": True, "active": False, "watched": True},
     }
 
 

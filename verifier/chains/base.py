@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
-from verifier.models import ChainView, Cursor, Lookup, Observed
+from verifier.models import ChainView, Cursor, Lookup, Observed, Quarantined
 
 
 @dataclass
@@ -14,12 +14,16 @@ class ScanResult:
     """Payments found by one scan step, oldest first, and where the scan stopped.
 
     The store writes ``payments`` and ``cursors`` in one transaction. ``blocks`` are
-    (number, hash) pairs worth remembering for reorg checks (EVM only)."""
+    (number, hash) pairs worth remembering for reorg checks (EVM only). ``quarantine`` holds
+    transactions the cursors moved past unread (written, or their attempts counted, with the
+    cursors); ``released`` the signatures of quarantined ones that now read fine (Solana)."""
 
     payments: list[Observed]
     cursors: list[Cursor]
     blocks: list[tuple[int, str]] = field(default_factory=list)
     done: bool = True  # False: more is waiting; scan again without sleeping
+    quarantine: list[Quarantined] = field(default_factory=list)
+    released: list[str] = field(default_factory=list)
 
 
 class ChainAdapter(Protocol):
@@ -42,6 +46,10 @@ class ChainAdapter(Protocol):
     async def lookup(self, tx_hash: str) -> Lookup:
         """One transaction looked up on demand (for a claim)."""
 
+    async def tx_signers(self, tx_hash: str) -> tuple[str, ...]:
+        """Who signed the transaction (EVM ``tx.from``; Solana its required signers), for
+        rules.accepted_signers; raises RetriableRpcError when the node does not serve it."""
+
     def proof_offline(self, payer: str, message: str, proof: str | None) -> bool | None:
         """The proof's verdict when local cryptography settles it; None when the chain must be
         asked (e.g. an EVM contract wallet's EIP-1271)."""
@@ -51,7 +59,18 @@ class ChainAdapter(Protocol):
         when the chain could not be asked: that is never a False."""
 
     def rpc_stats(self) -> list[tuple[str, dict[str, int]]]:
-        """(endpoint URL, counters such as requests and errors) per RPC endpoint so far, for
+        """(endpoint name, as verifier.redact.name gives it: never the URL, which may carry a
+        key; counters such as requests and errors) per RPC endpoint so far, for
         the totals the daemon logs when it stops."""
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class Quarantining(Protocol):
+    """An adapter that may put a transaction aside (see ScanResult.quarantine) and read it again
+    later. The watcher hands it those whose retry is due."""
+
+    async def retry_quarantined(self, due: Sequence[Quarantined]) -> ScanResult:
+        """Reads ``due`` again: payments found, ``released`` (read now), the rest in
+        ``quarantine`` (failed again). Cursors are not touched."""

@@ -1,4 +1,5 @@
-"""Base and Ethereum: USDC Transfer logs to the payees, found with eth_getLogs over block ranges.
+"""Base and Ethereum: USDC Transfer logs to the payees, found with eth_getLogs over block ranges,
+and the AuthorizationUsed logs (EIP-3009) of their senders, which make a payment x402 "exact".
 
 The adapter only fetches: verifier.chains.evm_decode turns the answers into facts and
 verifier.rules judges them. Every request carries eth_chainId in its JSON-RPC batch: an answer
@@ -26,17 +27,27 @@ from verifier.errors import (
     UnreadableAnswer,
     WrongChainError,
 )
-from verifier.models import ChainView, Cursor, Lookup, Observed, Transfer
+from verifier.models import AuthorizationUse, ChainView, Cursor, Lookup, Observed, Transfer
 from verifier.rpc.client import Call, RpcClient, batch_label
 from verifier.rpc.failover import Endpoint
 
 from . import evm_signatures
 from .base import ScanResult
-from .evm_decode import TRANSFER_TOPIC, hex_quantity, logged_transfers, receipt_facts, topic_for
+from .evm_decode import (
+    AUTHORIZATION_USED_TOPIC,
+    TRANSFER_TOPIC,
+    hex_quantity,
+    logged_authorizations,
+    logged_transfers,
+    receipt_facts,
+    sender_of,
+    topic_for,
+)
 
 GROW_AFTER = 3  # successful getLogs calls before the range doubles again
 BLOCK_BATCH = 100
 CHAIN_ID: Call = ("eth_chainId", [])
+AUTHORIZERS_PER_QUERY = 100  # topic alternatives per eth_getLogs filter (providers cap them)
 
 log = structlog.get_logger("verifier.evm")
 
@@ -53,7 +64,7 @@ class EvmAdapter:
         self._payee_topics = [topic_for(a) for a in cfg.payment_addresses]
 
     def rpc_stats(self) -> list[tuple[str, dict[str, int]]]:
-        return [(e.url, dict(e.stats)) for e in self.rpc.endpoints]
+        return [(e.name, dict(e.stats)) for e in self.rpc.endpoints]
 
     async def close(self) -> None:
         await self.rpc.close()
@@ -65,13 +76,13 @@ class EvmAdapter:
                 chain_id = _int(await self.rpc.pool.call_on(
                     endpoint, "eth_chainId", lambda e: self.rpc.request_on(e, "eth_chainId", [])))
             except RpcError as exc:
-                log.warning("rpc_unreachable_at_start", chain=self.chain, endpoint=endpoint.url,
+                log.warning("rpc_unreachable_at_start", chain=self.chain, endpoint=endpoint.name,
                             error=str(exc))
                 continue
             reachable += 1
             if chain_id != self.cfg.chain_id:
                 raise ConfigError(
-                    f"X402_{self.chain.upper()}_RPC_URLS: {endpoint.url} is on chain id {chain_id},"
+                    f"X402_{self.chain.upper()}_RPC_URLS: {endpoint.name} is on chain id {chain_id},"
                     f" expected {self.cfg.chain_id} (X402_{self.chain.upper()}_CHAIN_ID)"
                 )
         if not reachable:
@@ -116,9 +127,16 @@ class EvmAdapter:
             self._streak = 0
             log.info("log_range_shrunk", chain=self.chain, range=self.log_range)
             return ScanResult([], list(cursors), done=False)
+        try:
+            authorizations = await self._authorizations(transfers)
+        except RangeTooLargeError:
+            self.log_range = max(1, (last - first + 1) // 2)
+            self._streak = 0
+            log.info("log_range_shrunk", chain=self.chain, range=self.log_range)
+            return ScanResult([], list(cursors), done=False)
         self._grow()
         payments = rules.payments_from_transfers(transfers, self.cfg.payment_addresses,
-                                                 self.cfg.usdc)
+                                                 self.cfg.usdc, authorizations)
         return ScanResult(
             payments=payments,
             cursors=[Cursor(self.chain, "", last, hashes[last])],
@@ -145,7 +163,7 @@ class EvmAdapter:
         try:
             transfers = logged_transfers(self.chain, logs, first, last)
         except UnreadableAnswer as exc:
-            raise RetriableRpcError(str(exc), endpoint=endpoint.url) from exc
+            raise RetriableRpcError(str(exc), endpoint=endpoint.name) from exc
         hashes.update(await self._hashes_on(endpoint, {t.block_number for t in transfers}
                                             - hashes.keys()))
         for t in transfers:
@@ -153,7 +171,7 @@ class EvmAdapter:
                 raise RetriableRpcError(
                     f"{self.chain}: eth_getLogs gave block {t.block_number} the hash "
                     f"{t.block_hash}, the block has {hashes[t.block_number]}",
-                    endpoint=endpoint.url)
+                    endpoint=endpoint.name)
         return transfers, hashes
 
     async def _hashes_on(self, endpoint: Endpoint, numbers: Iterable[int]) -> dict[int, str]:
@@ -172,8 +190,41 @@ class EvmAdapter:
             # Asked only for blocks at or below the head: a node that has no such block is
             # lagging or broken, which must never be mistaken for a reorg.
             raise RetriableRpcError(f"{self.chain}: node has no block {number} below its head",
-                                    endpoint=endpoint.url)
+                                    endpoint=endpoint.name)
         return str(block["hash"]).lower()
+
+    async def _authorizations(self, transfers: Sequence[Transfer]) -> list[AuthorizationUse]:
+        """The AuthorizationUsed logs (EIP-3009) of the senders of these transfers, over the
+        blocks they are in: what tells an x402 "exact" payment (rules.authorized). Asked only
+        when a range paid the payees, and only for those senders, so an x402-busy chain costs
+        one more eth_getLogs per paying range, not a log per authorization anyone used."""
+        senders = sorted({t.from_address for t in transfers
+                          if t.from_address not in self.cfg.payment_addresses})
+        if not senders:
+            return []
+        low = min(t.block_number for t in transfers)
+        high = max(t.block_number for t in transfers)
+        calls: list[tuple[str, list[Any]]] = [
+            ("eth_getLogs", [{
+                "fromBlock": hex(low),
+                "toBlock": hex(high),
+                "address": self.cfg.usdc,
+                "topics": [AUTHORIZATION_USED_TOPIC,
+                           [topic_for(a) for a in senders[i:i + AUTHORIZERS_PER_QUERY]]],
+            }])
+            for i in range(0, len(senders), AUTHORIZERS_PER_QUERY)
+        ]
+        answers = await self._batch(calls)
+        try:
+            found = [a for logs in answers for a in logged_authorizations(logs, low, high)]
+        except UnreadableAnswer as exc:
+            raise RetriableRpcError(f"{self.chain}: {exc}") from exc
+        # Two calls, two moments: a block replaced in between would pair logs of two chains.
+        blocks = {t.tx_hash: t.block_hash for t in transfers}
+        if any(a.tx_hash in blocks and blocks[a.tx_hash] != a.block_hash for a in found):
+            raise RetriableRpcError(f"{self.chain}: AuthorizationUsed logs from another block "
+                                    "than their transaction's transfers (reorg in between)")
+        return found
 
     def _grow(self) -> None:
         self._streak += 1
@@ -206,8 +257,20 @@ class EvmAdapter:
             raise RetriableRpcError(str(exc)) from exc
         verdict = rules.judge_transaction(facts, self.cfg.payment_addresses, self.cfg.usdc)
         if isinstance(verdict, Observed):
-            return Lookup(verdict, None, await self.view())
-        return Lookup(None, verdict)
+            return Lookup(verdict, None, await self.view(), signers=facts.signers)
+        return Lookup(None, verdict, signers=facts.signers)
+
+    async def tx_signers(self, tx_hash: str) -> tuple[str, ...]:
+        """Who signed the transaction (``tx.from``), for rules.accepted_signers. A node without
+        the transaction, or answering for another one, is retried: never "nobody signed"."""
+        tx = await self.rpc.request("eth_getTransactionByHash", [tx_hash])
+        if not isinstance(tx, dict) or str(tx.get("hash", "")).lower() != tx_hash:
+            raise RetriableRpcError(f"{self.chain}: eth_getTransactionByHash {tx_hash} answered "
+                                    "no such transaction")
+        signers = sender_of(tx)
+        if not signers:
+            raise RetriableRpcError(f"{self.chain}: transaction {tx_hash} has no readable from")
+        return signers
 
     async def _receipt_on(self, endpoint: Endpoint, tx_hash: str) -> Any:
         """The receipt, its block hash checked against its block on the same endpoint."""
@@ -222,7 +285,7 @@ class EvmAdapter:
         if receipt["blockHash"].lower() != block:
             raise RetriableRpcError(f"{self.chain}: receipt of {tx_hash} gave block {number} "
                                     f"the hash {receipt['blockHash']}, the block has {block}",
-                                    endpoint=endpoint.url)
+                                    endpoint=endpoint.name)
         return receipt
 
     def proof_offline(self, payer: str, message: str, proof: str | None) -> bool | None:
@@ -281,7 +344,7 @@ class EvmAdapter:
             [answer] = await self._batch_on(endpoint, [(method, params)])
             if not isinstance(answer, str) or not answer.startswith("0x"):
                 raise RetriableRpcError(f"{method}: answered {answer!r:.80} instead of hex data",
-                                        endpoint=endpoint.url)
+                                        endpoint=endpoint.name)
             return answer
 
         return await self.rpc.pool.call(method, op, checks_chain=True)
@@ -298,8 +361,8 @@ class EvmAdapter:
         chain_id = _int(answers[0])
         if chain_id != self.cfg.chain_id:
             raise WrongChainError(
-                f"{self.chain}: {endpoint.url} serves chain id {chain_id}, expected "
-                f"{self.cfg.chain_id}", endpoint=endpoint.url)
+                f"{self.chain}: {endpoint.name} serves chain id {chain_id}, expected "
+                f"{self.cfg.chain_id}", endpoint=endpoint.name)
         return answers[1:]
 
 

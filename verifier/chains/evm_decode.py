@@ -1,5 +1,6 @@
 """Base and Ethereum answers turned into facts, with no I/O: Transfer logs into Transfer facts,
-a receipt into the facts of its transaction.
+AuthorizationUsed logs (EIP-3009) into AuthorizationUse facts, a receipt into the facts of its
+transaction.
 
 An answer that is not what was asked for raises UnreadableAnswer: the adapter reads it again
 (RetriableRpcError) rather than skip a log, which would move a cursor past a payment for good.
@@ -12,14 +13,19 @@ from collections.abc import Sequence
 from typing import Any
 
 from verifier.errors import UnreadableAnswer
-from verifier.models import Transfer, TxFacts
+from verifier.models import AuthorizationUse, Transfer, TxFacts
 
 TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
+# keccak256("AuthorizationUsed(address,bytes32)"): EIP-3009's event, topics [sig, authorizer,
+# nonce], no data. USDC emits it right before the Transfer of the authorization it executes.
+AUTHORIZATION_USED_TOPIC = "0x98de503528ee59b575ef0c0a2576a82497bfc029a5685b209e9ec333479b10a5"
 _WORD = re.compile(r"^0x[0-9a-fA-F]{64}$")
 # A trillion USDC in base units, over ten times all the USDC there is: a USDC log moving more
 # is a corrupt answer. Stored, it could not even be (a BIGINT of requests), and set aside it
 # would be lost.
 MAX_USDC_UNITS = 10**18
+
+_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 
 
 def topic_for(address: str) -> str:
@@ -65,6 +71,48 @@ def _transfer(chain: str, entry: Any) -> Transfer | None:
         return None
 
 
+def authorizations_from_logs(logs: Sequence[Any]) -> list[AuthorizationUse]:
+    """AuthorizationUsed facts from raw logs (of any contract); anything else is skipped."""
+    out = []
+    for entry in logs:
+        found = _authorization(entry)
+        if found is not None:
+            out.append(found)
+    return out
+
+
+def _authorization(entry: Any) -> AuthorizationUse | None:
+    if not isinstance(entry, dict) or entry.get("removed"):
+        return None
+    topics = entry.get("topics") or []
+    if (len(topics) != 3 or str(topics[0]).lower() != AUTHORIZATION_USED_TOPIC
+            or not all(isinstance(t, str) and _WORD.match(t) for t in topics)):
+        return None
+    try:
+        return AuthorizationUse(
+            tx_hash=entry["transactionHash"].lower(),
+            index=int(entry["logIndex"], 16),
+            block_number=int(entry["blockNumber"], 16),
+            block_hash=entry["blockHash"].lower(),
+            token=entry["address"].lower(),
+            authorizer=address_of(topics[1]),
+            nonce=topics[2].lower(),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
+def logged_authorizations(logs: Any, first: int, last: int) -> list[AuthorizationUse]:
+    """eth_getLogs was asked for AuthorizationUsed logs of blocks first..last: an entry that is
+    not one, or lies outside the range, means the answer is corrupt."""
+    found = authorizations_from_logs(logs) if isinstance(logs, list) else []
+    if not isinstance(logs, list) or len(found) != len(logs) \
+            or any(not first <= a.block_number <= last for a in found):
+        raise UnreadableAnswer(f"eth_getLogs {first}-{last} answered a malformed or "
+                               "out-of-range AuthorizationUsed log")
+    return found
+
+
 def logged_transfers(chain: str, logs: Any, first: int, last: int) -> list[Transfer]:
     """eth_getLogs was asked for USDC Transfer logs of blocks first..last: an entry that is not
     one, lies outside the range, or moves more USDC in one transaction than exists, means the
@@ -89,10 +137,21 @@ def receipt_facts(chain: str, receipt: Any, tx_hash: str, token: str) -> TxFacts
         raise UnreadableAnswer(f"{chain}: receipt returned for another transaction")
     failed = hex_quantity(receipt.get("status")) != 1
     transfers = () if failed else tuple(receipt_transfers(chain, receipt.get("logs"), token))
+    authorizations = () if failed else tuple(receipt_authorizations(receipt["logs"], token))
     block_hash = receipt.get("blockHash")
     return TxFacts(chain, tx_hash, hex_quantity(receipt.get("blockNumber")),
                    block_hash.lower() if isinstance(block_hash, str) else None,
-                   failed=failed, transfers=transfers)
+                   failed=failed, transfers=transfers, signers=sender_of(receipt),
+                   authorizations=authorizations)
+
+
+def sender_of(answer: Any) -> tuple[str, ...]:
+    """The transaction's signer (``from``) of a receipt or eth_getTransactionByHash answer, as
+    a one-item tuple; () when the answer names none (it only narrows who may claim)."""
+    sender = answer.get("from") if isinstance(answer, dict) else None
+    if isinstance(sender, str) and _ADDRESS.match(sender):
+        return (sender.lower(),)
+    return ()
 
 
 def receipt_transfers(chain: str, logs: Any, token: str) -> list[Transfer]:
@@ -108,6 +167,19 @@ def receipt_transfers(chain: str, logs: Any, token: str) -> list[Transfer]:
     if token_logs != sum(1 for t in transfers if t.token == token):
         raise UnreadableAnswer(f"{chain}: receipt has a malformed USDC Transfer log")
     return transfers
+
+
+def receipt_authorizations(logs: list[Any], token: str) -> list[AuthorizationUse]:
+    """The receipt's AuthorizationUsed logs; one of ``token``'s that cannot be read means the
+    answer is corrupt (taken for "not authorized", it would judge an x402 payment underpaid)."""
+    found = authorizations_from_logs(logs)
+    token_logs = sum(1 for e in logs if isinstance(e, dict) and not e.get("removed")
+                     and str(e.get("address", "")).lower() == token
+                     and isinstance(e.get("topics"), list) and e["topics"]
+                     and str(e["topics"][0]).lower() == AUTHORIZATION_USED_TOPIC)
+    if token_logs != sum(1 for a in found if a.token == token):
+        raise UnreadableAnswer("receipt has a malformed USDC AuthorizationUsed log")
+    return found
 
 
 def hex_quantity(value: Any) -> int:

@@ -9,6 +9,14 @@ each account's cursor, then fetches the new transactions oldest first with ``get
 batch and several batches at once under a bound; verifier.chains.solana_decode turns each into
 facts and verifier.rules judges them. An endpoint that refuses batches is asked one call per request.
 Failed transactions are listed with ``err`` set and are not fetched: they pay nothing.
+Paging goes on until an empty page or the cursor: a short page is not the end of history.
+
+An answer is read only if it is about the signature asked (``transaction.signatures[0]``);
+anything else is a retriable fault of that endpoint. A transaction that fails to read for a
+reason of its own (a final error such as -32015, null although listed, an unreadable shape,
+another signature's transaction) holds its account's cursor for ``quarantine_after`` polls,
+then is handed to the store in ``ScanResult.quarantine`` and the scan goes past it;
+``retry_quarantined`` reads such transactions again when the store says they are due.
 
 Cursor per account: position = slot, marker = the newest signature processed. A backlog larger
 than one step is handed back in several steps (``done=False``), each with the cursor of its last
@@ -22,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -30,23 +38,31 @@ import structlog
 from verifier import rules
 from verifier.addresses import canonical_tx_id
 from verifier.chains.base import ScanResult
-from verifier.chains.solana_decode import TOKEN_PROGRAMS, newest_first_until, transaction_facts
+from verifier.chains.solana_decode import (
+    TOKEN_PROGRAMS,
+    first_signature,
+    newest_first_until,
+    transaction_facts,
+)
 from verifier.chains.solana_keys import associated_token_address, verify_ed25519
 from verifier.config import ChainConfig
 from verifier.errors import (
     ConfigError,
     FinalRpcError,
+    NotServedError,
     RetriableRpcError,
     RpcError,
     SlotSkippedError,
     UnreadableAnswer,
+    UnreadableTransactionError,
+    WrongAnswerError,
     WrongChainError,
 )
-from verifier.models import ChainView, Cursor, Lookup, Observed
+from verifier.models import ChainView, Cursor, Lookup, Observed, Quarantined, TxFacts
 from verifier.money import USDC_DECIMALS
 from verifier.rpc.client import SOLANA, RpcClient
 from verifier.rpc.failover import Endpoint, Observer, RetryPolicy
-from verifier.vocab import Reason
+from verifier.vocab import QuarantineReason, Reason
 
 log = structlog.get_logger("verifier.solana")
 
@@ -55,6 +71,31 @@ PAGE_LIMIT = 1000  # the most getSignaturesForAddress returns
 METHOD_NOT_FOUND = -32601  # JSON-RPC: the endpoint does not offer the method
 TX_CONFIG = {"encoding": "jsonParsed", "commitment": "finalized",
              "maxSupportedTransactionVersion": 0}
+
+
+@dataclass
+class _Step:
+    """What one account's part of a scan step did."""
+
+    cursor: Cursor
+    used: int = 0  # entries passed (judged, skipped or quarantined)
+    held: bool = False  # stopped at a transaction that failed, not yet quarantined
+    payments: list[Observed] = field(default_factory=list)
+    quarantine: list[Quarantined] = field(default_factory=list)
+
+
+def _quarantine_reason(exc: BaseException) -> QuarantineReason | None:
+    """Why a transaction itself cannot be read; None when the node is failing (time-outs, 5xx,
+    429, node behind...): that holds the cursor, it never puts a transaction aside."""
+    if isinstance(exc, WrongAnswerError):
+        return "wrong_transaction"
+    if isinstance(exc, NotServedError):
+        return "not_served"
+    if isinstance(exc, UnreadableTransactionError):
+        return "unreadable"
+    if isinstance(exc, RpcError) and not exc.retriable:
+        return "final_error"  # e.g. -32015, a version this client cannot read
+    return None
 
 
 @dataclass
@@ -76,6 +117,7 @@ class SolanaAdapter:
         fetch_concurrency: int | None = None,
         policy: RetryPolicy | None = None,
         observe: Observer | None = None,
+        quarantine_after: int = 3,
     ):
         self.config = config
         self.mint = config.usdc
@@ -93,6 +135,10 @@ class SolanaAdapter:
         self._payees = (*self.payees, *config.token_accounts)
         self._backlogs: dict[str, _Backlog] = {}
         self.genesis: str | None = None  # the cluster's genesis hash, known after startup_check
+        # Polls in a row that failed to read a transaction for a reason of its own; at
+        # ``quarantine_after`` it is put aside (verifier.solana_quarantine) and the scan goes on.
+        self.quarantine_after = max(1, quarantine_after)
+        self._strikes: dict[str, int] = {}
 
     def _watched(self) -> tuple[str, ...]:
         derived = [associated_token_address(p, self.mint, self.token_program)
@@ -110,7 +156,7 @@ class SolanaAdapter:
         USDC mint exists there, owned by a token program, with 6 decimals."""
         genesis: dict[str, str] = {}
         for endpoint in self.rpc.endpoints:
-            genesis[endpoint.url] = await self._check_endpoint(endpoint)
+            genesis[endpoint.name] = await self._check_endpoint(endpoint)
         first_url, first_hash = next(iter(genesis.items()))
         for url, value in genesis.items():
             if value != first_hash:
@@ -121,7 +167,7 @@ class SolanaAdapter:
         self.accounts = self._watched()
 
     async def _check_endpoint(self, endpoint: Endpoint) -> str:
-        name = f"X402_SOLANA_RPC_URLS: {endpoint.url}"
+        name = f"X402_SOLANA_RPC_URLS: {endpoint.name}"
 
         async def ask(method: str, params: list[Any] | None = None) -> Any:
             # Retried on this endpoint: a passing fault must not refuse the start.
@@ -134,14 +180,14 @@ class SolanaAdapter:
             except RetriableRpcError as exc:
                 if exc.code != -32005:
                     raise
-                log.warning("solana_node_behind", endpoint=endpoint.url, error=str(exc))
+                log.warning("solana_node_behind", endpoint=endpoint.name, error=str(exc))
                 health = "ok"
             except FinalRpcError as exc:
                 if exc.code != METHOD_NOT_FOUND:
                     raise
                 # Some gateways do not offer getHealth: no health method is not "down"; the
                 # calls below still have to answer.
-                log.info("solana_no_health_method", endpoint=endpoint.url)
+                log.info("solana_no_health_method", endpoint=endpoint.name)
                 health = "ok"
             genesis = await ask("getGenesisHash")
             account = await ask("getAccountInfo", [self.mint, {"encoding": "base64",
@@ -177,8 +223,8 @@ class SolanaAdapter:
                 genesis = await self.rpc.request_on(endpoint, "getGenesisHash")
                 if genesis != self.genesis:
                     raise WrongChainError(
-                        f"solana: {endpoint.url} serves genesis hash {genesis!r:.60}, expected "
-                        f"{self.genesis}", endpoint=endpoint.url)
+                        f"solana: {endpoint.name} serves genesis hash {genesis!r:.60}, expected "
+                        f"{self.genesis}", endpoint=endpoint.name)
             return await self.rpc.request_on(endpoint, "getSlot", [{"commitment": "finalized"}])
 
         slot = await self.rpc.pool.call("getSlot", op, checks_chain=True)
@@ -201,6 +247,7 @@ class SolanaAdapter:
         known = {c.account: c for c in cursors if c.chain == self.chain}
         budget = self.step_limit
         payments: list[Observed] = []
+        quarantine: dict[str, Quarantined] = {}
         out: list[Cursor] = []
         done = True
         for account in self.accounts:
@@ -210,20 +257,25 @@ class SolanaAdapter:
                 done = False
                 continue
             pending, listed = await self._pending(account, cursor)
-            found, cursor, used = await self._process(account, cursor, pending[:budget])
-            payments += found
+            step = await self._process(account, cursor, pending[:budget])
+            payments += step.payments
+            for q in step.quarantine:
+                quarantine.setdefault(q.signature, q)  # a tx may touch two watched accounts
+            cursor, used = step.cursor, step.used
             budget -= used
             rest = pending[used:]
             if rest:
                 self._backlogs[account] = _Backlog(cursor, rest)
             else:
                 self._backlogs.pop(account, None)
-            # A backlog read from memory may have grown on chain since it was listed.
-            done = done and not rest and listed
+            # A backlog read from memory may have grown on chain since it was listed. An
+            # account held on an unreadable transaction waits for the next poll.
+            done = done and (step.held or (not rest and listed))
             out.append(cursor)
         unique = {p.tx_hash: p for p in payments}  # a tx may touch two watched accounts
         ordered = sorted(unique.values(), key=lambda p: p.block_number)
-        return ScanResult(payments=ordered, cursors=out, done=done)
+        return ScanResult(payments=ordered, cursors=out, done=done,
+                          quarantine=list(quarantine.values()))
 
     async def _pending(self, account: str, cursor: Cursor
                        ) -> tuple[list[Mapping[str, Any]], bool]:
@@ -234,7 +286,9 @@ class SolanaAdapter:
         return await self._list_new(account, cursor), True
 
     async def _list_new(self, account: str, cursor: Cursor) -> list[Mapping[str, Any]]:
-        """Signatures newer than the cursor, oldest first."""
+        """Signatures newer than the cursor, oldest first. Pages until the cursor is met or a
+        page is empty: a short page is not the end (nodes answer short pages where their
+        ledger meets long-term storage)."""
         fresh: list[Mapping[str, Any]] = []
         before: str | None = None
         while True:
@@ -248,20 +302,22 @@ class SolanaAdapter:
                 raise FinalRpcError(f"getSignaturesForAddress answered {type(page).__name__}")
             new, met = newest_first_until(page, cursor.marker, cursor.position)
             fresh += new
-            if met or len(page) < PAGE_LIMIT:
+            if met or not page:
                 break
             before = page[-1]["signature"]
         fresh.reverse()
         return fresh
 
     async def _process(self, account: str, cursor: Cursor, entries: list[Mapping[str, Any]]
-                       ) -> tuple[list[Observed], Cursor, int]:
+                       ) -> _Step:
         """Judges ``entries`` (oldest first). Stops before the first one that could not be
-        fetched, so the cursor never passes a transaction not yet read."""
+        fetched, so the cursor never passes a transaction not yet read; unless that one has
+        failed ``quarantine_after`` polls in a row for a reason of its own (see
+        ``_quarantine_reason``): then it is put aside and the scan goes on past it."""
         wanted = [e for e in entries if e.get("err") is None]
         fetched = await self._fetch_many([e["signature"] for e in wanted])
-        payments: list[Observed] = []
-        used = 0
+        self._count_strikes(fetched)
+        step = _Step(cursor)
         for entry in entries:
             signature = entry["signature"]
             if entry.get("err") is None:
@@ -270,23 +326,74 @@ class SolanaAdapter:
                     log.warning("solana_slot_skipped", account=account, tx_hash=signature,
                                 slot=entry.get("slot"), error=str(tx))
                 elif isinstance(tx, BaseException):
-                    if used == 0:
-                        raise tx
-                    log.warning("solana_scan_cut_short", account=account, tx_hash=signature,
-                                error=str(tx))
-                    break
+                    reason = _quarantine_reason(tx)
+                    strikes = self._strikes.get(signature, 0)
+                    if reason is None:  # the node failing, not this transaction
+                        if step.used == 0:
+                            raise tx
+                        log.warning("solana_scan_cut_short", account=account,
+                                    tx_hash=signature, error=str(tx))
+                        break
+                    if strikes < self.quarantine_after:
+                        log.warning("solana_scan_held", account=account, tx_hash=signature,
+                                    reason=reason, attempts=strikes, error=str(tx))
+                        step.held = True
+                        break
+                    del self._strikes[signature]
+                    step.quarantine.append(Quarantined(
+                        self.chain, account, signature, int(entry["slot"]), reason,
+                        getattr(tx, "code", None), strikes))
+                    log.warning("solana_quarantined", account=account, tx_hash=signature,
+                                reason=reason, attempts=strikes, error=str(tx))
                 else:
-                    found = self._judge(tx, signature)
+                    found = self._judge(tx)
                     if isinstance(found, Observed):
-                        payments.append(found)
-            cursor = Cursor(self.chain, account, int(entry["slot"]), signature)
-            used += 1
-        return payments, cursor, used
+                        step.payments.append(found)
+            step.cursor = Cursor(self.chain, account, int(entry["slot"]), signature)
+            step.used += 1
+        return step
+
+    def _count_strikes(self, fetched: Mapping[str, Any]) -> None:
+        """One more failed poll for each transaction that failed for a reason of its own; a
+        transaction read (or the node failing) clears its count."""
+        for signature, answer in fetched.items():
+            if isinstance(answer, RpcError) and _quarantine_reason(answer) is not None:
+                self._strikes[signature] = self._strikes.get(signature, 0) + 1
+            else:
+                self._strikes.pop(signature, None)
+        if len(self._strikes) > 100_000:  # bounded whatever the node does
+            self._strikes.clear()
+
+    async def retry_quarantined(self, due: Sequence[Quarantined]) -> ScanResult:
+        """Reads quarantined transactions again (one call each, with the pool's retries). Read
+        now: their payment (if any) and ``released``; failed again: in ``quarantine``, whose
+        attempts the store counts and whose next retry it puts further away."""
+        fetched = await self._fetch_many([q.signature for q in due])
+        result = ScanResult(payments=[], cursors=[])
+        for q in due:
+            tx = fetched[q.signature]
+            if isinstance(tx, SlotSkippedError) or not isinstance(tx, BaseException):
+                result.released.append(q.signature)
+                found = None if isinstance(tx, BaseException) else self._judge(tx)
+                log.info("solana_quarantine_released", account=q.account, tx_hash=q.signature,
+                         paid=isinstance(found, Observed))
+                if isinstance(found, Observed):
+                    result.payments.append(found)
+                continue
+            reason = _quarantine_reason(tx) or q.reason
+            result.quarantine.append(Quarantined(q.chain, q.account, q.signature, q.slot, reason,
+                                                 getattr(tx, "code", None), q.attempts + 1))
+            log.warning("solana_quarantine_retry_failed", account=q.account, tx_hash=q.signature,
+                        reason=reason, attempts=q.attempts + 1, error=str(tx))
+        result.payments.sort(key=lambda p: p.block_number)
+        return result
 
     async def _fetch_many(self, signatures: list[str]) -> dict[str, Any]:
-        """getTransaction for each signature, ``batch_size`` per HTTP request, at most
-        ``fetch_concurrency`` requests at once. An item that failed in its batch (an error,
-        or null for a listed signature) is asked again on its own, with the pool's retries."""
+        """The facts of each signature's transaction (or the RpcError met instead), from
+        getTransaction, ``batch_size`` per HTTP request, at most ``fetch_concurrency`` requests
+        at once. An item that failed in its batch (any error but a skipped slot, null, an answer
+        for another signature or unreadable) is asked again on its own, with the pool's retries
+        and failover, before it counts as failed."""
         limit = asyncio.Semaphore(self.fetch_concurrency)
         results: dict[str, Any] = {}
 
@@ -294,7 +401,7 @@ class SolanaAdapter:
             async with limit:
                 answers = await self._batch(part)
                 for signature, answer in zip(part, answers, strict=True):
-                    if answer is None or (isinstance(answer, RpcError) and answer.retriable):
+                    if answer is None:  # _batch read nothing usable for it
                         try:
                             answer = await self._transaction(signature, listed=True)
                         except RpcError as exc:
@@ -307,36 +414,62 @@ class SolanaAdapter:
         return results
 
     async def _batch(self, part: list[str]) -> list[Any]:
-        """Answers for ``part`` in order; None where the item must be asked again alone."""
+        """Facts for ``part`` in order, read from one batch; None where the item must be asked
+        again alone (SlotSkippedError kept: asking again gives the same answer)."""
         if len(part) == 1 or self.batch_size == 1:
             return [None] * len(part)
         try:
-            return await self.rpc.batch([("getTransaction", [s, TX_CONFIG]) for s in part])
+            answers = await self.rpc.batch([("getTransaction", [s, TX_CONFIG]) for s in part])
         except RpcError as exc:
             if not exc.retriable:  # refused as a batch (a single error, HTTP 4xx): ask singly
                 log.warning("solana_batch_refused", endpoint=exc.endpoint, error=str(exc))
                 self.batch_size = 1
             else:
                 log.warning("solana_batch_failed", error=str(exc), size=len(part))
-        return [None] * len(part)
+            return [None] * len(part)
+        read: list[Any] = []
+        for signature, answer in zip(part, answers, strict=True):
+            if isinstance(answer, SlotSkippedError):
+                read.append(answer)
+                continue
+            try:
+                read.append(None if isinstance(answer, RpcError)
+                            else self._read(signature, answer, None, listed=True))
+            except RpcError:
+                read.append(None)
+        return read
 
-    async def _transaction(self, signature: str, *, listed: bool) -> Any:
-        async def op(endpoint: Endpoint) -> Any:
+    async def _transaction(self, signature: str, *, listed: bool) -> TxFacts | None:
+        """The facts of one transaction; None (only when not ``listed``) if the node has none."""
+        async def op(endpoint: Endpoint) -> TxFacts | None:
             tx = await self.rpc.request_on(endpoint, "getTransaction", [signature, TX_CONFIG])
-            if tx is None and listed:
-                # Listed as finalized yet not served: this node is behind. Not yet, not "not paid".
-                raise RetriableRpcError(f"getTransaction {signature}: null for a listed "
-                                        "signature", endpoint=endpoint.url)
-            return tx
+            return self._read(signature, tx, endpoint.name, listed=listed)
 
         return await self.rpc.pool.call("getTransaction", op)
 
-    def _judge(self, tx: Any, signature: str) -> Observed | Reason:
-        """The payment ``tx`` made, or why none (``not_found`` when the node has no answer)."""
+    @staticmethod
+    def _read(signature: str, tx: Any, endpoint: str | None, *, listed: bool
+              ) -> TxFacts | None:
+        """A getTransaction answer for ``signature`` turned into facts, or the retriable fault
+        it stands for: an answer about another transaction does not answer the question."""
+        what = f"getTransaction {signature}"
         try:
+            if tx is not None and not isinstance(tx, dict):
+                raise UnreadableAnswer(f"not an object: {tx!r:.80}")
+            if tx is not None and (answered := first_signature(tx)) != signature:
+                raise WrongAnswerError(f"{what}: answered with transaction {answered:.100}",
+                                       endpoint=endpoint)
             facts = transaction_facts(tx, signature)
         except (UnreadableAnswer, KeyError, TypeError, ValueError) as exc:
-            raise FinalRpcError(f"getTransaction {signature}: unreadable answer: {exc}") from exc
+            raise UnreadableTransactionError(f"{what}: unreadable answer: {exc!r:.200}",
+                                             endpoint=endpoint) from exc
+        if facts is None and listed:
+            # Listed as finalized yet not served: this node is behind. Not yet, not "not paid".
+            raise NotServedError(f"{what}: null for a listed signature", endpoint=endpoint)
+        return facts
+
+    def _judge(self, facts: TxFacts | None) -> Observed | Reason:
+        """The payment a transaction made, or why none (``not_found`` when the node has none)."""
         if facts is None:
             return "not_found"
         return rules.judge_transaction(facts, self._payees, self.mint)
@@ -351,14 +484,24 @@ class SolanaAdapter:
         except ValueError:
             return Lookup(None, "malformed_tx_hash")
         try:
-            tx = await self._transaction(signature, listed=False)
+            facts = await self._transaction(signature, listed=False)
         except SlotSkippedError:
-            tx = None
+            facts = None
         view = await self.view()  # after the answer: the payment's slot is within it
-        verdict = self._judge(tx, signature)
+        verdict = self._judge(facts)
+        signers = facts.signers if facts is not None else ()
         if isinstance(verdict, Observed):
-            return Lookup(verdict, None, view)
-        return Lookup(None, verdict, view)
+            return Lookup(verdict, None, view, signers=signers)
+        return Lookup(None, verdict, view, signers=signers)
+
+    async def tx_signers(self, tx_hash: str) -> tuple[str, ...]:
+        """The transaction's required signers, fee payer first, for rules.accepted_signers. A
+        node that does not serve it (or serves another transaction) is retried."""
+        signature = canonical_tx_id(self.chain, tx_hash)
+        facts = await self._transaction(signature, listed=True)  # checked: the one asked for
+        if facts is None or not facts.signers:
+            raise RetriableRpcError(f"getTransaction {signature}: no signers in the answer")
+        return facts.signers
 
     def proof_offline(self, payer: str, message: str, proof: str | None) -> bool | None:
         """ed25519 needs no network: always settled here."""
@@ -375,7 +518,7 @@ class SolanaAdapter:
         return verify_ed25519(payer, raw, proof)
 
     def rpc_stats(self) -> list[tuple[str, dict[str, int]]]:
-        return [(e.url, dict(e.stats)) for e in self.rpc.endpoints]
+        return [(e.name, dict(e.stats)) for e in self.rpc.endpoints]
 
     async def close(self) -> None:
         await self.rpc.close()

@@ -46,7 +46,55 @@ def transaction_facts(tx: Mapping[str, Any] | None, signature: str) -> TxFacts |
     failed = tx["meta"].get("err") is not None
     return TxFacts(CHAIN, signature, int(tx["slot"]), None, failed=failed,
                    balances=tuple(balance_changes(tx)), moves=tuple(token_moves(tx)),
-                   signers=tuple(signers(tx)))
+                   signers=tuple(signers(tx)), svm_exact=x402_exact_layout(tx))
+
+
+_COMPUTE_BUDGET = "ComputeBudget111111111111111111111111111111"
+_OPTIONAL = ("MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr",
+             "L2TExMFKdjpN9kozasaurPirfHy9P8sbXoAN1qA3S95")
+
+
+def x402_exact_layout(tx: Mapping[str, Any]) -> bool:
+    """The layout of an x402 "exact" SVM payment (the reference facilitator's static path):
+    SetComputeUnitLimit, SetComputeUnitPrice, one token TransferChecked, then only Memo or
+    Lighthouse, 3..7 instructions, and a fee payer that is not the transfer's authority (a
+    facilitator paid the fee). Any facilitator's settlement has it."""
+    keys = account_keys(tx)
+    top = list(_message(tx).get("instructions") or ())
+    if not 3 <= len(top) <= 7:
+        return False
+
+    def program(ix: Mapping[str, Any]) -> Any:
+        if ix.get("programId") is not None:
+            return ix["programId"]
+        index = ix.get("programIdIndex")
+        return keys[int(index)] if isinstance(index, int) and 0 <= index < len(keys) else None
+
+    if program(top[0]) != _COMPUTE_BUDGET or program(top[1]) != _COMPUTE_BUDGET:
+        return False
+    if any(program(ix) not in _OPTIONAL for ix in top[3:]):
+        return False
+    transfer = top[2]
+    parsed = transfer.get("parsed")
+    if isinstance(parsed, dict):
+        checked = parsed.get("type") == "transferChecked"
+    else:
+        checked = b58decode(transfer.get("data") or "")[:1] == bytes([_TRANSFER_CHECKED])
+    move = _as_move(transfer, keys)
+    fee_payer = next(iter(signers(tx)), None)
+    return checked and move is not None and move.authority != fee_payer
+
+
+def first_signature(tx: Mapping[str, Any]) -> str:
+    """The signature a getTransaction answer is about: ``transaction.signatures[0]`` (the
+    stored form: ``signature``). A transaction's first signature is its id."""
+    body = tx.get("transaction")
+    found = body.get("signatures") if isinstance(body, dict) else None
+    if found is None and body is None:
+        found = [tx.get("signature")]  # the stored form
+    if not isinstance(found, list) or not found or not isinstance(found[0], str):
+        raise UnreadableTransaction("no signatures in the transaction")
+    return found[0]
 
 
 def balance_changes(tx: Mapping[str, Any]) -> list[BalanceChange]:

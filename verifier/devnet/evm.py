@@ -1,5 +1,10 @@
 """A synchronous helper over a local anvil node: USDC, payments of every shape, reorgs.
 
+USDC is Circle's real FiatTokenV2_2 (verifier/devnet/usdc.py: minted by its minter role, EIP-3009
+transferWithAuthorization); the look-alike is the hand-written TestUSDC (contracts/TestUSDC.sol:
+same name, symbol and decimals, anyone mints), which install_test_usdc() can also put at the
+canonical address for a test that wants it there.
+
 Test and dev code only (tests, benchmarks, `make demo`); the daemon never imports it.
 
     with Anvil(chain_id=8453) as node:
@@ -34,7 +39,7 @@ from eth_utils import keccak, to_checksum_address
 from web3 import Web3
 from web3.contract import Contract
 
-from verifier.devnet import solc
+from verifier.devnet import solc, usdc
 from verifier.devnet.anvil import DEFAULT_MNEMONIC, Anvil
 
 USDC_BASE = "0x833589fcd6edb6e08f4c7c32d4f71b54bda02913"
@@ -52,6 +57,8 @@ Sender = str | LocalAccount
 """An address (any case) or an eth_account account."""
 
 _TRANSFER_GAS = 100_000
+_MINT_GAS = 150_000
+_AUTHORIZATION_GAS = 200_000
 _ETHER = 10**18
 
 Account.enable_unaudited_hdwallet_features()
@@ -112,16 +119,17 @@ def call_data(signature: str, types: Sequence[str], args: Sequence[Any]) -> str:
 
 @contextmanager
 def local_devnet(chain: str = "base", **anvil_options: Any) -> Iterator[EvmDevnet]:
-    """A new anvil with the chain's id, USDC at its canonical address and a look-alike token.
+    """A new anvil with the chain's id, Circle's real USDC (FiatTokenV2_2) at its canonical
+    address and a look-alike token (the hand-written TestUSDC) elsewhere.
 
         with local_devnet("ethereum") as devnet:
             devnet.url, devnet.usdc, devnet.lookalike
     """
-    chain_id, usdc = CHAINS[chain]
+    chain_id, token = CHAINS[chain]
     with Anvil(chain_id=chain_id, **anvil_options) as node:
         devnet = EvmDevnet(node.url)
         devnet.node = node
-        devnet.install_usdc(usdc)
+        devnet.install_usdc(token)
         devnet.deploy_lookalike()
         yield devnet
 
@@ -140,6 +148,7 @@ class EvmDevnet:
         self._session = requests.Session()
         self._ids = itertools.count(1)
         self._deployed: dict[str, str] = {}
+        self._kinds: dict[str, bool] = {}
         self.rpc("anvil_autoImpersonateAccount", True)
 
     # --- raw JSON-RPC -------------------------------------------------------------------
@@ -294,10 +303,27 @@ class EvmDevnet:
     # --- contracts ----------------------------------------------------------------------
 
     def install_usdc(self, address: str = USDC_BASE) -> str:
-        """Put TestUSDC's runtime code at `address` (empty storage); it becomes the default."""
+        """Circle's real USDC (FiatTokenV2_2, verifier/devnet/usdc.py) at `address`, initialized;
+        it becomes the default token. Mined in one block."""
+        usdc.install(self, [address])
+        self.usdc = address.lower()
+        self._kinds.pop(self.usdc, None)
+        return self.usdc
+
+    def install_test_usdc(self, address: str = USDC_BASE) -> str:
+        """The hand-written look-alike TestUSDC's runtime at `address` instead (empty storage, no
+        block mined); it becomes the default. For tests that need USDC without EIP-3009."""
         self.rpc("anvil_setCode", address.lower(), solc.artifact("TestUSDC").runtime)
         self.usdc = address.lower()
+        self._kinds.pop(self.usdc, None)
         return self.usdc
+
+    def is_test_usdc(self, token: str | None = None) -> bool:
+        """Is the token the hand-written TestUSDC (anyone mints), not the real FiatToken?"""
+        address = self._token(token)
+        if address not in self._kinds:
+            self._kinds[address] = self.code(address) == solc.artifact("TestUSDC").runtime
+        return self._kinds[address]
 
     def deploy(self, name: str, *args: Any, sender: Sender | None = None) -> str:
         """Deploy a contract from verifier/devnet/contracts; returns its address."""
@@ -319,13 +345,16 @@ class EvmDevnet:
         return self.w3.eth.contract(address=to_checksum_address(address), abi=abi)
 
     def token(self, address: str | None = None) -> Contract:
-        return self.contract("TestUSDC", self._token(address))
+        """A web3 contract object for the token, with TestUSDC's or FiatTokenV2_2's ABI."""
+        found = self._token(address)
+        abi = solc.artifact("TestUSDC").abi if self.is_test_usdc(found) else usdc.fiat_token_abi()
+        return self.w3.eth.contract(address=to_checksum_address(found), abi=abi)
 
     def code(self, address: str) -> str:
         return str(self.rpc("eth_getCode", address.lower(), "latest"))
 
     def helper(self, name: str) -> str:
-        """A shared instance of a stateless helper contract (Batcher, Reverter).
+        """A shared instance of a stateless helper contract (Batcher, Reverter, Router).
 
         Deployed on first use and redeployed if a revert or reorg removed it.
         """
@@ -341,13 +370,21 @@ class EvmDevnet:
         return int(self.rpc("eth_call", {"to": self._token(token), "data": data}, "latest"), 16)
 
     def mint(self, to: Sender, amount: int, token: str | None = None) -> str:
+        """Mint `amount` to `to`: on real USDC from its minter (usdc.roles()), on TestUSDC from
+        anyone. Real USDC refuses an amount of 0 and amounts of 2**255 and more."""
         data = call_data("mint(address,uint256)", ["address", "uint256"], [address_of(to), amount])
-        return self._mined_ok(self.send({"to": self._token(token), "data": data}))
+        request = {"to": self._token(token), "data": data}
+        if not self.is_test_usdc(token):
+            request["from"] = usdc.roles().minter.address.lower()
+        return self._mined_ok(self.send(request))
 
     def mint_many(
         self, grants: Sequence[tuple[Sender, int]], token: str | None = None, chunk: int = 250
     ) -> list[str]:
-        """Mint to many holders with mintMany, `chunk` holders per transaction."""
+        """Mint to many holders: TestUSDC's mintMany, `chunk` holders per transaction; on real
+        USDC (one mint per transaction), `chunk` mints per block. Hashes in mining order."""
+        if not self.is_test_usdc(token):
+            return self._mint_fiat_many(grants, self._token(token), chunk)
         hashes = []
         for start in range(0, len(grants), chunk):
             part = grants[start : start + chunk]
@@ -358,6 +395,98 @@ class EvmDevnet:
             )
             hashes.append(self._mined_ok(self.send({"to": self._token(token), "data": data})))
         return hashes
+
+    def _mint_fiat_many(
+        self, grants: Sequence[tuple[Sender, int]], token: str, chunk: int
+    ) -> list[str]:
+        minter = usdc.roles().minter.address.lower()
+        nonce = self._pending_nonces([minter])[minter]
+        automine = self.automine()
+        hashes: list[str] = []
+        self.set_automine(False)
+        try:
+            for start in range(0, len(grants), chunk):
+                calls = []
+                for to, amount in grants[start : start + chunk]:
+                    data = call_data("mint(address,uint256)", ["address", "uint256"],
+                                     [address_of(to), amount])  # fmt: skip
+                    request = {"from": minter, "to": token, "data": data, "nonce": hex(nonce),
+                               "gas": hex(_MINT_GAS)}  # fmt: skip
+                    calls.append(("eth_sendTransaction", [request]))
+                    nonce += 1
+                hashes += [str(h).lower() for h in self.batch(calls)]
+                if automine:
+                    self.rpc("evm_mine")
+        finally:
+            self.set_automine(automine)
+        if automine:
+            for tx_hash in hashes:
+                self._mined_ok(tx_hash)
+        return hashes
+
+    # --- EIP-3009 (real USDC) ---------------------------------------------------------------
+
+    def sign_authorization(
+        self, payer: LocalAccount, auth: usdc.TransferAuthorization, token: str | None = None
+    ) -> str:
+        """The payer's EIP-712 signature of a TransferWithAuthorization for this chain's token."""
+        return usdc.sign_authorization(payer.key, auth, chain_id=self.chain_id,
+                                       token=self._token(token))  # fmt: skip
+
+    def authorize_transfer(
+        self,
+        payer: LocalAccount,
+        to: Sender,
+        amount: int,
+        *,
+        token: str | None = None,
+        **options: Any,
+    ) -> tuple[usdc.TransferAuthorization, str]:
+        """A new authorization (valid for an hour of chain time by default) and its signature.
+
+        `options` go to TransferAuthorization.new (valid_for, valid_after, nonce).
+        """
+        now = int(self.block()["timestamp"], 16)
+        auth = usdc.TransferAuthorization.new(payer.address, address_of(to), amount, now=now,
+                                              **options)  # fmt: skip
+        return auth, self.sign_authorization(payer, auth, token)
+
+    def transfer_with_authorization(
+        self,
+        auth: usdc.TransferAuthorization,
+        signature: str,
+        *,
+        sender: Sender | None = None,
+        token: str | None = None,
+    ) -> str:
+        """Submit an authorization (as a facilitator would) from `sender` (default: the first
+        dev account); the tx hash once mined. Raises DevnetError if it reverted."""
+        data = usdc.transfer_with_authorization_data(auth, signature)
+        request = {"from": self._sender(sender), "to": self._token(token), "data": data,
+                   "gas": hex(_AUTHORIZATION_GAS)}  # fmt: skip
+        return self._mined_ok(self.send(request))
+
+    def pay_with_authorization(
+        self,
+        payer: LocalAccount,
+        to: Sender,
+        amount: int,
+        *,
+        sender: Sender | None = None,
+        token: str | None = None,
+    ) -> str:
+        """Sign and submit a transferWithAuthorization in one go: an x402 "exact" settlement."""
+        auth, signature = self.authorize_transfer(payer, to, amount, token=token)
+        return self.transfer_with_authorization(auth, signature, sender=sender, token=token)
+
+    def authorization_state(
+        self, authorizer: Sender, nonce: bytes, token: str | None = None
+    ) -> bool:
+        """FiatToken's authorizationState(authorizer, nonce): has the nonce been used?"""
+        data = call_data("authorizationState(address,bytes32)", ["address", "bytes32"],
+                         [address_of(authorizer), nonce])  # fmt: skip
+        answer = self.rpc("eth_call", {"to": self._token(token), "data": data}, "latest")
+        return int(answer, 16) != 0
 
     def approve(self, owner: Sender, spender: str, amount: int, token: str | None = None) -> str:
         data = call_data("approve(address,uint256)", ["address", "uint256"], [spender, amount])
@@ -427,6 +556,31 @@ class EvmDevnet:
              [amount for _, amount in payments]],
         )  # fmt: skip
         return self._mined_ok(self.send({"from": address_of(payer), "to": batcher, "data": data}))
+
+    def pull_many(
+        self, caller: Sender, senders: Sequence[tuple[Sender, int]], to: Sender,
+        token: str | None = None,
+    ) -> str:
+        """One transaction, sent by `caller`, moving each (sender, amount) straight to `to`
+        through the Router (each sender approves it first)."""
+        router = self.helper("Router")
+        for sender, amount in senders:
+            self.approve(sender, router, amount, token)
+        data = call_data(
+            "pullMany(address,address[],address,uint256[])",
+            ["address", "address[]", "address", "uint256[]"],
+            [self._token(token), [address_of(s) for s, _ in senders], address_of(to),
+             [amount for _, amount in senders]],
+        )  # fmt: skip
+        return self._mined_ok(self.send({"from": address_of(caller), "to": router, "data": data}))
+
+    def forward_pay(self, payer: Sender, to: Sender, amount: int, token: str | None = None) -> str:
+        """`payer` pays `to` through the Router: the payee's Transfer log is from the router."""
+        router = self.helper("Router")
+        self.approve(payer, router, amount, token)
+        data = call_data("forward(address,address,uint256)", ["address", "address", "uint256"],
+                         [self._token(token), address_of(to), amount])  # fmt: skip
+        return self._mined_ok(self.send({"from": address_of(payer), "to": router, "data": data}))
 
     def reverted_payment(
         self, payer: Sender, to: Sender, amount: int, token: str | None = None

@@ -7,11 +7,20 @@ a ledger (verifier/devnet/solana_ledger.py) and answers, in the documented shape
 getSlot, getVersion, getGenesisHash, getLatestBlockhash, getAccountInfo (base64 / jsonParsed),
 getSignaturesForAddress (newest first; before / until / limit exactly as documented) and
 getTransaction (json, jsonParsed, base64; -32015 for a versioned transaction asked for without
-maxSupportedTransactionVersion). Everything it has is finalized.
+maxSupportedTransactionVersion), and what an x402 facilitator needs: simulateTransaction,
+sendTransaction (base58/base64; preflight unless skipPreflight, -32002 when it fails),
+getSignatureStatuses, getFeeForMessage, isBlockhashValid and getBalance. Everything it has is
+finalized.
+
+Blockhashes: every slot has its own, valid for 150 slots as on a real cluster (LiteSVM itself
+knows only the latest one, so its own check is off and the node checks the age);
+``expire_blockhashes`` ends the validity of every blockhash handed out so far. A transaction
+sent with an expired blockhash is dropped (skipPreflight) or refused (-32002), never executed.
 
 Tests steer it with ``inject`` (documented errors for chosen calls: -32005, HTTP 429,
--32007/-32009, a null result) and ``latency`` (seconds added to every HTTP request); ``calls``
-counts what was asked.
+-32007/-32009, -32015, a null result; and lies: another signature's transaction, an answer
+without account keys), ``page_cap`` (short signature pages) and ``latency`` (seconds added to
+every HTTP request); ``calls`` counts what was asked.
 """
 
 from __future__ import annotations
@@ -19,10 +28,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import bisect
+import copy
 import json
 import struct
 import threading
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -40,6 +50,7 @@ from solders.pubkey import Pubkey
 from solders.transaction import Transaction, VersionedTransaction
 from solders.transaction_metadata import FailedTransactionMetadata
 
+from verifier.chains.solana_decode import b58decode
 from verifier.devnet.solana_ledger import (
     TOKEN_ACCOUNT_LEN,
     TOKEN_PROGRAMS,
@@ -50,6 +61,8 @@ from verifier.devnet.solana_ledger import (
 )
 
 LOOKUP_TABLE_META_SIZE = 56
+MAX_BLOCKHASH_AGE = 150  # slots
+LAMPORTS_PER_SIGNATURE = 5000
 GENESIS_TIME = 1_700_000_000
 
 
@@ -59,6 +72,9 @@ class Fault(Enum):
     SLOT_SKIPPED = "slot_skipped"  # -32007
     LONG_TERM_SLOT_SKIPPED = "long_term_slot_skipped"  # -32009
     NULL = "null"  # a null result: the node has not got it (yet)
+    UNSUPPORTED_VERSION = "unsupported_version"  # -32015, whatever the request asked for
+    OTHER_TRANSACTION = "other_transaction"  # getTransaction answers for ``other`` instead
+    UNREADABLE = "unreadable"  # getTransaction: the real answer without its account keys
 
 
 @dataclass
@@ -68,6 +84,7 @@ class _Injected:
     times: int
     when: Callable[[list[Any]], bool] | None
     retry_after: float | None
+    other: str | None = None
 
 
 class RpcFailure(Exception):
@@ -83,12 +100,17 @@ class TransactionRejected(Exception):
 class SolanaServer:
     def __init__(self, *, start_slot: int = 100):
         self.svm = LiteSVM()
+        self.svm.with_blockhash_check(False)  # the node checks blockhash ages (_blockhash_ok)
         self.svm.warp_to_slot(start_slot)
         self.slot = start_slot
         self.genesis_hash = str(Hash.new_unique())
         self.latency = 0.0
         self.accept_batches = True
+        # getSignaturesForAddress answers at most this many entries per page, whatever the
+        # limit asked (as nodes do where their ledger meets long-term storage).
+        self.page_cap: int | None = None
         self.calls: Counter[str] = Counter()
+        self.call_log: deque[str] = deque(maxlen=10_000)  # the latest methods, in order
         self.errors: Counter[int] = Counter()  # JSON-RPC error codes and HTTP statuses sent
         self.http_requests = 0
         self.ledger: list[Landed] = []
@@ -100,6 +122,13 @@ class SolanaServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self.url = ""
+        self._blockhashes: dict[str, int] = {str(self.svm.latest_blockhash()): start_slot}
+        self._expired_below = 0  # blockhashes handed out before this slot are expired
+        self.sent: Counter[str] = Counter()  # sendTransaction calls per signature
+        # hold_sends: sendTransaction accepts but does not execute (a congested leader); the
+        # transactions wait in `held` until release_held() lands or drop_held() loses them.
+        self.hold_sends = False
+        self.held: list[VersionedTransaction] = []
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -145,10 +174,11 @@ class SolanaServer:
 
     def inject(self, method: str, fault: Fault, *, times: int = 1,
                when: Callable[[list[Any]], bool] | None = None,
-               retry_after: float | None = None) -> None:
-        """The next ``times`` calls of ``method`` (whose params satisfy ``when``) fail so."""
+               retry_after: float | None = None, other: str | None = None) -> None:
+        """The next ``times`` calls of ``method`` (whose params satisfy ``when``) fail so.
+        ``other``: the signature whose transaction Fault.OTHER_TRANSACTION serves."""
         with self._lock:
-            self._faults.append(_Injected(method, fault, times, when, retry_after))
+            self._faults.append(_Injected(method, fault, times, when, retry_after, other))
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -202,11 +232,40 @@ class SolanaServer:
         with self._lock:
             self.slot += count
             self.svm.warp_to_slot(self.slot)
+            self.svm.expire_blockhash()
+            self._blockhashes[str(self.svm.latest_blockhash())] = self.slot
 
     def _next_slot(self) -> None:
         self.slot += 1
         self.svm.warp_to_slot(self.slot)
         self.svm.expire_blockhash()  # every slot has its own blockhash
+        self._blockhashes[str(self.svm.latest_blockhash())] = self.slot
+
+    def expire_blockhashes(self) -> None:
+        """Every blockhash handed out so far is too old from now on."""
+        with self._lock:
+            self._next_slot()
+            self._expired_below = self.slot
+
+    def release_held(self) -> list[str]:
+        """Lands the held transactions (each once); their signatures."""
+        with self._lock:
+            landed = []
+            for tx in self.held:
+                if str(tx.signatures[0]) not in self._by_signature:
+                    self._next_slot()
+                    landed.append(self._execute(tx).signature)
+            self.held.clear()
+            return landed
+
+    def drop_held(self) -> None:
+        with self._lock:
+            self.held.clear()
+
+    def _blockhash_ok(self, blockhash: str) -> bool:
+        issued = self._blockhashes.get(blockhash)
+        return issued is not None and issued >= self._expired_below \
+            and self.slot - issued <= MAX_BLOCKHASH_AGE
 
     def _execute(self, tx: Transaction | VersionedTransaction) -> Landed:
         keys, loaded_w, loaded_r = self._full_keys(tx.message)
@@ -330,6 +389,7 @@ class SolanaServer:
         ident, method, params = call.get("id"), call["method"], call.get("params") or []
         with self._lock:
             self.calls[method] += 1
+            self.call_log.append(method)
         reply = self._reply(ident, method, params)
         with self._lock:
             if isinstance(reply, web.Response):
@@ -351,6 +411,13 @@ class SolanaServer:
                                     headers=headers)
             if fault.fault is Fault.NULL:
                 return {"jsonrpc": "2.0", "result": None, "id": ident}
+            if fault.fault in (Fault.OTHER_TRANSACTION, Fault.UNREADABLE):
+                asked = [fault.other or params[0], *params[1:]]
+                with self._lock:  # a copy: the ledger caches what it rendered
+                    result = copy.deepcopy(self._transaction(asked))
+                if fault.fault is Fault.UNREADABLE and result is not None:
+                    result["transaction"]["message"].pop("accountKeys", None)
+                return {"jsonrpc": "2.0", "result": result, "id": ident}
             code, message, data = _FAULT_ERRORS[fault.fault](self.slot)
             return _error(ident, code, message, data)
         handler = self._methods().get(method)
@@ -376,12 +443,21 @@ class SolanaServer:
             "getAccountInfo": self._account_info,
             "getSignaturesForAddress": self._signatures_for_address,
             "getTransaction": self._transaction,
+            "simulateTransaction": self._simulate,
+            "sendTransaction": self._send_transaction,
+            "getSignatureStatuses": self._signature_statuses,
+            "getFeeForMessage": self._fee_for_message,
+            "isBlockhashValid": lambda p: {"context": self._context(),
+                                           "value": self._blockhash_ok(str(p[0]))},
+            "getBalance": lambda p: {"context": self._context(),
+                                     "value": self.svm.get_balance(Pubkey.from_string(p[0])) or 0},
         }
 
     def _context(self) -> dict[str, Any]:
         return {"slot": self.slot, "apiVersion": "2.2.0"}
 
     def _latest_blockhash(self, params: list[Any]) -> dict[str, Any]:
+        self._blockhashes.setdefault(str(self.svm.latest_blockhash()), self.slot)
         return {"context": self._context(),
                 "value": {"blockhash": str(self.svm.latest_blockhash()),
                           "lastValidBlockHeight": self.slot + 150}}
@@ -407,6 +483,7 @@ class SolanaServer:
         limit = config.get("limit") or 1000
         if not isinstance(limit, int) or not 1 <= limit <= 1000:
             raise RpcFailure(-32602, "Invalid limit; max 1000")
+        limit = min(limit, self.page_cap or limit)
         if config.get("minContextSlot", 0) > self.slot:
             raise RpcFailure(-32016, "Minimum context slot has not been reached",
                              {"contextSlot": self.slot})
@@ -452,6 +529,119 @@ class SolanaServer:
         return entry.render(encoding, with_version=max_version is not None)
 
 
+    # --- what a facilitator needs ------------------------------------------------------------
+
+    def _simulate(self, params: list[Any]) -> dict[str, Any]:
+        config = params[1] if len(params) > 1 and isinstance(params[1], dict) else {}
+        tx = _decode_tx(params[0], config.get("encoding", "base58"))
+        value = self._simulated(tx, sig_verify=bool(config.get("sigVerify", False)),
+                                replace=bool(config.get("replaceRecentBlockhash", False)))
+        return {"context": self._context(), "value": value}
+
+    def _simulated(self, tx: VersionedTransaction, *, sig_verify: bool,
+                   replace: bool) -> dict[str, Any]:
+        value: dict[str, Any] = {"err": None, "logs": [], "accounts": None, "unitsConsumed": 0,
+                                 "returnData": None, "innerInstructions": None,
+                                 "replacementBlockhash": None}
+        if not replace and not self._blockhash_ok(str(tx.message.recent_blockhash)):
+            value["err"] = "BlockhashNotFound"
+            return value
+        if replace:
+            value["replacementBlockhash"] = {"blockhash": str(self.svm.latest_blockhash()),
+                                             "lastValidBlockHeight": self.slot + 150}
+        if sig_verify and not all(tx.verify_with_results()):
+            value["err"] = "SignatureFailure"
+            return value
+        self.svm.with_sigverify(False)
+        try:
+            outcome = self.svm.simulate_transaction(tx)
+        finally:
+            self.svm.with_sigverify(True)
+        if isinstance(outcome, FailedTransactionMetadata):
+            meta = outcome.meta()
+            value["err"] = error_json(outcome.err())
+        else:
+            meta = outcome.meta()
+        value["logs"] = list(meta.logs())
+        value["unitsConsumed"] = meta.compute_units_consumed()
+        return value
+
+    def _send_transaction(self, params: list[Any]) -> str:
+        config = params[1] if len(params) > 1 and isinstance(params[1], dict) else {}
+        tx = _decode_tx(params[0], config.get("encoding", "base58"))
+        signature = str(tx.signatures[0])
+        self.sent[signature] += 1
+        if signature in self._by_signature:
+            return signature  # already processed: the cluster keeps one
+        if not config.get("skipPreflight", False):
+            value = self._simulated(tx, sig_verify=True, replace=False)
+            if value["err"] is not None:
+                err = value["err"]
+                text = "Blockhash not found" if err == "BlockhashNotFound" else json.dumps(err)
+                raise RpcFailure(-32002, f"Transaction simulation failed: {text}", value)
+        elif not self._blockhash_ok(str(tx.message.recent_blockhash)):
+            return signature  # forwarded and dropped by the leaders: it never lands
+        if self.hold_sends:
+            self.held.append(tx)
+            return signature
+        self._next_slot()
+        try:
+            self._execute(tx)
+        except TransactionRejected as exc:
+            raise RpcFailure(-32003, f"Transaction rejected: {exc}") from None
+        return signature
+
+    def _signature_statuses(self, params: list[Any]) -> dict[str, Any]:
+        signatures = params[0]
+        if not isinstance(signatures, list) or len(signatures) > 256:
+            raise RpcFailure(-32602, "Invalid params: too many signatures (at most 256)")
+        value: list[dict[str, Any] | None] = []
+        for signature in signatures:
+            entry = self._by_signature.get(signature)
+            if entry is None:
+                value.append(None)
+                continue
+            value.append({"slot": entry.slot, "confirmations": None, "err": entry.err,
+                          "status": {"Ok": None} if entry.err is None else {"Err": entry.err},
+                          "confirmationStatus": "finalized"})
+        return {"context": self._context(), "value": value}
+
+    def _fee_for_message(self, params: list[Any]) -> dict[str, Any]:
+        from solders.message import from_bytes_versioned
+
+        msg = from_bytes_versioned(base64.b64decode(params[0]))
+        if not self._blockhash_ok(str(msg.recent_blockhash)):
+            return {"context": self._context(), "value": None}
+        keys = list(msg.account_keys)
+        limit, price = 200_000, 0
+        for ix in msg.instructions:
+            data = bytes(ix.data)
+            if str(keys[ix.program_id_index]) != COMPUTE_BUDGET and not data:
+                continue
+            if str(keys[ix.program_id_index]) == COMPUTE_BUDGET and data[:1] == b"\x02":
+                (limit,) = struct.unpack_from("<I", data, 1)
+            elif str(keys[ix.program_id_index]) == COMPUTE_BUDGET and data[:1] == b"\x03":
+                (price,) = struct.unpack_from("<Q", data, 1)
+        fee = LAMPORTS_PER_SIGNATURE * msg.header.num_required_signatures \
+            + (limit * price + 999_999) // 1_000_000
+        return {"context": self._context(), "value": fee}
+
+
+COMPUTE_BUDGET = "ComputeBudget111111111111111111111111111111"
+
+
+def _decode_tx(text: Any, encoding: str) -> VersionedTransaction:
+    if encoding not in ("base58", "base64"):
+        raise RpcFailure(-32602, f"Invalid params: unknown encoding {encoding!r}")
+    try:
+        raw = base64.b64decode(text, validate=True) if encoding == "base64" else \
+            bytes(b58decode(text))
+        return VersionedTransaction.from_bytes(raw)
+    except Exception:
+        raise RpcFailure(-32602, "Invalid params: failed to deserialize the transaction") \
+            from None
+
+
 def _inner(ix: Any) -> Inner:
     compiled = ix.instruction()
     return Inner(compiled.program_id_index, tuple(compiled.accounts), bytes(compiled.data),
@@ -485,4 +675,8 @@ _FAULT_ERRORS: dict[Fault, Callable[[int], tuple[int, str, Any]]] = {
         None),
     Fault.LONG_TERM_SLOT_SKIPPED: lambda slot: (
         -32009, f"Slot {slot} was skipped, or missing in long-term storage", None),
+    Fault.UNSUPPORTED_VERSION: lambda slot: (
+        -32015, "Transaction version (1) is not supported by the requesting client. Please "
+        "try the request again with the following configuration parameter: "
+        "\"maxSupportedTransactionVersion\": 1", None),
 }

@@ -82,12 +82,12 @@ class RpcClient:
                          params: list[Any] | None = None) -> Any:
         body = _call(next(self._ids), method, params)
         answer = await self._post(endpoint, body, method)
-        return classify.result(answer, method, endpoint.url, self.codes)
+        return classify.result(answer, method, endpoint.name, self.codes)
 
     async def batch_on(self, endpoint: Endpoint, calls: Sequence[Call]) -> list[Any]:
         body = [_call(i, m, p) for i, (m, p) in enumerate(calls)]
         answers = await self._post(endpoint, body, "batch")
-        items = classify.batch_items(answers, [m for m, _ in calls], endpoint.url, self.codes)
+        items = classify.batch_items(answers, [m for m, _ in calls], endpoint.name, self.codes)
         if not self.errors_in_place:
             failed = next((i for i in items if isinstance(i, RpcError)), None)
             if failed is not None:
@@ -105,11 +105,11 @@ class RpcClient:
                 retry_after = response.headers.get("Retry-After")
                 raw = await response.read()
         except Exception as exc:  # sorted (all retriable) in classify.transport_error
-            raise classify.transport_error(exc, what, endpoint.url) from exc
-        failure = classify.http_error(status, retry_after, what, endpoint.url)
+            raise classify.transport_error(exc, what, endpoint.name) from exc
+        failure = classify.http_error(status, retry_after, what, endpoint.name)
         if failure is not None:
             raise failure
-        return classify.decode(raw, what, endpoint.url)
+        return classify.decode(raw, what, endpoint.name)
 
     def _session(self, endpoint: Endpoint) -> aiohttp.ClientSession:
         if not isinstance(endpoint.client, aiohttp.ClientSession) or endpoint.client.closed:

@@ -21,6 +21,7 @@ import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_exponential_jitter
 
+from verifier import redact
 from verifier.errors import RetriableRpcError, RpcError, WrongChainError
 
 T = TypeVar("T")
@@ -38,6 +39,17 @@ class Endpoint:
     client: object = None
     stats: dict[str, int] = field(default_factory=lambda: {"requests": 0, "errors": 0})
     foreign: str | None = None  # why it was last found serving another chain; None: it is not
+
+    @property
+    def name(self) -> str:
+        """'#<position> scheme://host[:port]': how logs and errors name it (never the URL,
+        which may carry an API key or a password)."""
+        return redact.name(self.rank, self.url)
+
+    @property
+    def label(self) -> str:
+        """'<rank>:host[:port]': its metrics label."""
+        return redact.label(self.rank, self.url)
 
     def available(self, now: float) -> bool:
         return now >= self.cooling_until
@@ -72,6 +84,7 @@ class EndpointPool:
             raise ValueError("at least one RPC URL is needed")
         self.chain = chain
         self.policy = policy or RetryPolicy()
+        redact.remember(urls)
         self.endpoints = [
             Endpoint(url, rank, asyncio.Semaphore(concurrency)) for rank, url in enumerate(urls)
         ]
@@ -139,13 +152,13 @@ class EndpointPool:
                 result = await op(endpoint)
         except RpcError as exc:
             error = exc
-            exc.endpoint = exc.endpoint or endpoint.url
+            exc.endpoint = exc.endpoint or endpoint.name
             endpoint.stats["errors"] += 1
             if isinstance(exc, WrongChainError):
                 self._foreign(endpoint, exc)
             elif exc.retriable:
                 self._cool(endpoint)
-                log.warning("rpc_retriable_error", chain=self.chain, endpoint=endpoint.url,
+                log.warning("rpc_retriable_error", chain=self.chain, endpoint=endpoint.name,
                             call=what, error=str(exc))
             raise
         else:
@@ -153,7 +166,7 @@ class EndpointPool:
             if checks_chain and endpoint.foreign is not None:
                 endpoint.foreign = None
                 log.warning("rpc_endpoint_back_on_chain", chain=self.chain,
-                            endpoint=endpoint.url)
+                            endpoint=endpoint.name)
             return result
         finally:
             if self._observe:
@@ -163,7 +176,7 @@ class EndpointPool:
         """Serving another chain: out of every call that does not check the chain, and asked
         again by those only after the longest cooldown."""
         if endpoint.foreign is None:
-            log.error("rpc_endpoint_on_another_chain", chain=self.chain, endpoint=endpoint.url,
+            log.error("rpc_endpoint_on_another_chain", chain=self.chain, endpoint=endpoint.name,
                       error=str(exc))
         endpoint.foreign = str(exc)
         endpoint.cooling_until = time.monotonic() + self.policy.max_cooldown

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import psycopg
+from psycopg import sql
 
 from verifier.money import usdc_decimal_to_base_units as units_of
 from verifier.sqlfiles import queries
@@ -24,6 +25,7 @@ class PaymentRow:
     from_address: str
     amount: int
     claimed: bool
+    lapsed: bool = False  # past its expires_at (whatever its status says yet)
 
 
 @dataclass(frozen=True)
@@ -45,13 +47,17 @@ class ClaimSession:
         self.conn = conn
         self.q = q
 
-    async def lock_next(self) -> Claim | None:
-        row = await (await self.conn.execute(self.q["lock_claim"])).fetchone()
+    async def lock_next(self, *, recorded_only: bool = False) -> Claim | None:
+        """The next due claim, those whose payment is recorded first; with ``recorded_only``,
+        only those."""
+        query = self.q["lock_recorded_claim" if recorded_only else "lock_claim"]
+        row = await (await self.conn.execute(query)).fetchone()
         if row is None:
             return None
         cid, chain, tx_hash, token_hash, proof, attempts, age = row[:7]
-        pid, status, sender, amount, claimed = row[7:]
-        payment = PaymentRow(pid, status, sender, units_of(amount), claimed) if pid else None
+        pid, status, sender, amount, claimed, lapsed = row[7:]
+        payment = (PaymentRow(pid, status, sender, units_of(amount), claimed, bool(lapsed))
+                   if pid else None)
         return Claim(cid, chain, tx_hash, token_hash, proof, attempts, age, payment)
 
     async def lease(self, claim: Claim, lease: timedelta) -> None:
@@ -80,10 +86,14 @@ class ClaimSession:
 
 async def listen(conninfo: str) -> AsyncIterator[None]:
     """Yields once on connecting (to catch up on what came meanwhile), then once per
-    notification of a new claim; ends with DatabaseError when the connection is lost."""
+    notification of a new claim on the channel only the daemon can name (migration 008); ends
+    with DatabaseError when the connection is lost."""
     async with wrapped("listen for claims"), \
             await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
-        await conn.execute(queries("claims.sql")["listen_claims"])
+        q = queries("claims.sql")
+        row = await (await conn.execute(q["claim_channel"])).fetchone()
+        assert row is not None  # migration 008 writes it
+        await conn.execute(sql.SQL(q["listen_claims"]).format(channel=sql.Identifier(row[0])))
         yield
         async for _ in conn.notifies():
             yield

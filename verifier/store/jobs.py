@@ -46,7 +46,7 @@ async def _one(conn: psycopg.AsyncConnection, name: str, params: dict[str, Any])
 
 async def try_lock(conn: psycopg.AsyncConnection, job: str) -> bool:
     async with wrapped("job lock"):
-        return await locks.try_xact_lock(conn, f"job:{job}")
+        return await locks.try_job_lock(conn, job)
 
 
 async def slot_done(conn: psycopg.AsyncConnection, job: str, slot: datetime) -> bool:
@@ -86,3 +86,10 @@ async def archive_usage_batch(pool: AsyncConnectionPool, before: datetime, batch
     async with wrapped("archive usage"), pool.connection() as conn:
         return int(await _one(conn, "archive_usage_batch", {"before": before, "batch": batch})
                    or 0)
+
+
+async def prune_claims(conn: psycopg.AsyncConnection, before: datetime) -> int:
+    """Deletes claims decided before ``before`` (never one whose token still exists)."""
+    async with wrapped("prune claims"):
+        cur = await conn.execute(_q()["prune_claims"], {"before": before})
+    return cur.rowcount

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -22,6 +22,7 @@ class Counts:
     payments: dict[tuple[str, str], int]
     claims: dict[tuple[str, str], int]
     last_ok: dict[str, datetime]
+    quarantined: dict[tuple[str, str], int] = field(default_factory=dict)  # (chain, reason)
 
 
 def _q() -> dict[str, str]:
@@ -37,6 +38,13 @@ def status(conninfo: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     return cursors, runs
 
 
+def quarantined(conninfo: str) -> list[dict[str, Any]]:
+    """The Solana transactions put aside (verifier.solana_quarantine), as dicts."""
+    with wrapped("read quarantine"), \
+            psycopg.connect(conninfo, autocommit=True, row_factory=dict_row) as conn:
+        return list(conn.execute(_q()["quarantined"]).fetchall())
+
+
 async def counts(pool: AsyncConnectionPool, wait: float) -> Counts:
     async with wrapped("read metrics"), pool.connection(timeout=wait) as conn:
         found = []
@@ -45,7 +53,9 @@ async def counts(pool: AsyncConnectionPool, wait: float) -> Counts:
             found.append({(chain, st): int(n) for chain, st, n in rows})
         cur = await conn.execute(_q()["last_job_runs"])
         last_ok = {row[0]: row[7] for row in await cur.fetchall() if row[7] is not None}
-    return Counts(found[0], found[1], last_ok)
+        rows = await (await conn.execute(_q()["quarantined_by_reason"])).fetchall()
+    return Counts(found[0], found[1], last_ok,
+                  {(chain, reason): int(n) for chain, reason, n in rows})
 
 
 async def ping(pool: AsyncConnectionPool, wait: float) -> None:

@@ -14,9 +14,10 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from verifier.models import Cursor, Observed, Verdict
+from verifier.models import Cursor, Observed, Quarantined, Verdict
 from verifier.money import base_units_to_usdc
 from verifier.money import usdc_decimal_to_base_units as units_of
 from verifier.sqlfiles import queries
@@ -62,14 +63,34 @@ class Store:
         found: Sequence[tuple[Observed, Verdict]],
         cursors: Sequence[Cursor],
         blocks: Sequence[tuple[int, str]],
+        *,
+        quarantine: Sequence[Quarantined] = (),
+        released: Sequence[str] = (),
     ) -> list[SetAside]:
-        """Payments, the blocks they were seen in, and the cursor: all or nothing, except that
-        a payment row the database refuses is set aside (returned) rather than block the scan
-        for good."""
+        """Payments, the blocks they were seen in, the transactions put aside or read again,
+        and the cursor: all or nothing, except that a payment row the database refuses is set
+        aside (returned) rather than block the scan for good."""
         async with wrapped("record scan"), self.pool.connection() as conn, conn.transaction():
+            if quarantine:
+                await conn.execute(self.q["quarantine"], {
+                    "chain": chain,
+                    "account": [q.account for q in quarantine],
+                    "signature": [q.signature for q in quarantine],
+                    "slot": [q.slot for q in quarantine],
+                    "reason": [q.reason for q in quarantine],
+                    "code": [q.code for q in quarantine],
+                    "attempts": [q.attempts for q in quarantine],
+                })
+            if released:
+                await conn.execute(self.q["release_quarantined"],
+                                   {"chain": chain, "signatures": list(released)})
             set_aside = await _each_or_all(
                 conn, self.q["upsert_payments"], found,
                 lambda rows: self._payment_params(chain, rows), lambda row: row[0].tx_hash)
+            if found:
+                await self._remember_exact(conn, chain, found)
+                await conn.execute(self.q["wake_claims"], {
+                    "chain": chain, "tx_hash": [p.tx_hash for p, _ in found]})
             if blocks:
                 await conn.execute(self.q["remember_blocks"], {
                     "chain": chain,
@@ -82,6 +103,19 @@ class Store:
                     "position": cursor.position, "marker": cursor.marker,
                 })
         return set_aside
+
+    async def _write_payments(self, conn: AsyncConnection, chain: str,
+                              found: Sequence[tuple[Observed, Verdict]]) -> None:
+        """The payments' rows, and which of them are x402 "exact" payments (in the caller's
+        transaction)."""
+        await conn.execute(self.q["upsert_payments"], self._payment_params(chain, found))
+        await self._remember_exact(conn, chain, found)
+
+    async def _remember_exact(self, conn: AsyncConnection, chain: str,
+                              found: Sequence[tuple[Observed, Verdict]]) -> None:
+        exact = [p.tx_hash for p, _ in found if p.exact]
+        if exact:
+            await conn.execute(self.q["remember_exact"], {"chain": chain, "tx_hash": exact})
 
     def _payment_params(self, chain: str, found: Sequence[tuple[Observed, Verdict]]) -> dict:
         return {
@@ -98,13 +132,21 @@ class Store:
             "requests": [v.requests_allocated for _, v in found],
         }
 
+    async def quarantine_due(self, chain: str, limit: int = 100) -> list[Quarantined]:
+        """Quarantined transactions whose next retry has come, the longest waiting first."""
+        async with wrapped("read quarantine"), self.pool.connection() as conn:
+            cur = await conn.execute(self.q["quarantine_due"], {"chain": chain, "limit": limit})
+            rows = await cur.fetchall()
+        return [Quarantined(*row) for row in rows]
+
     async def pending(self, chain: str) -> list[PendingPayment]:
         async with wrapped("read pending payments"), self.pool.connection() as conn:
             cur = await conn.execute(self.q["pending_payments"], {"chain": chain})
             rows = await cur.fetchall()
         return [
-            PendingPayment(pid, Observed(chain, tx, block, bhash, sender, payee, units_of(amount)))
-            for pid, tx, block, bhash, sender, payee, amount in rows
+            PendingPayment(pid, Observed(chain, tx, block, bhash, sender, payee, units_of(amount),
+                                         exact=exact))
+            for pid, tx, block, bhash, sender, payee, amount, exact in rows
         ]
 
     async def settle(self, settled: Sequence[tuple[int, Verdict]]) -> list[SetAside]:
@@ -173,15 +215,14 @@ class Store:
             row = await cur.fetchone()
         if row is None:
             return None
-        pid, status, sender, _payee, amount, _block, _bhash, _expires, claimed = row
-        return PaymentRow(pid, status, sender, units_of(amount), claimed)
+        pid, status, sender, _payee, amount, _block, _bhash, _expires, claimed, lapsed = row
+        return PaymentRow(pid, status, sender, units_of(amount), claimed, bool(lapsed))
 
     async def record_lookup(self, payment: Observed, verdict: Verdict) -> None:
         """A payment found on demand for a claim, written like the watcher writes it."""
         async with wrapped("record looked-up payment"), self.pool.connection() as conn, \
                 conn.transaction():
-            await conn.execute(self.q["upsert_payments"],
-                               self._payment_params(payment.chain, [(payment, verdict)]))
+            await self._write_payments(conn, payment.chain, [(payment, verdict)])
             if payment.block_hash:
                 await conn.execute(self.q["remember_blocks"], {
                     "chain": payment.chain,
