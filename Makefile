@@ -21,10 +21,19 @@ CHAOS_ARGS ?=
 BENCH_EVM_ARGS ?= --payments 1000 --payers 50 --blocks 200 --claims 100
 BENCH_SOLANA_ARGS ?= --payments 300 --payers 10
 BENCH_SQL_ARGS ?= --scale 0.1 --runs 100
+BENCH_REQUESTS_ARGS ?= --seconds 6 --rounds 3
 
-.PHONY: install test lint demo chaos bench clean
+.PHONY: install test lint demo chaos bench clean pgbouncer
 
-install: $(VENV)/.installed $(TOOLS_STAMP)
+install: $(VENV)/.installed $(TOOLS_STAMP) pgbouncer
+
+# PgBouncer (Debian package) for the pooler tests: installed with apt-get when it is missing and
+# this runs as root on a machine with apt-get; otherwise install the pgbouncer package yourself.
+pgbouncer:
+	@command -v pgbouncer > /dev/null || test -x /usr/sbin/pgbouncer || \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get > /dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer > /dev/null; \
+	else echo "pgbouncer is not installed (apt-get install pgbouncer): the pooler tests need it" >&2; fi
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -60,12 +69,14 @@ demo: install
 chaos: install
 	$(BIN)/python scripts/chaos.py $(CHAOS_ARGS)
 
-# The three benchmarks, one after the other: the daemon against a naive verifier on anvil, Solana
-# through the LiteSVM node, the SQL statements on a tenth of the guide's 30-day data.
+# The four benchmarks, one after the other: the daemon against a naive verifier on anvil, Solana
+# through the LiteSVM node, the SQL statements on a tenth of the guide's 30-day data, the request
+# path (consume_request) beside a bare INSERT at 1 to 64 clients.
 bench: install
 	$(BIN)/python scripts/bench_evm.py $(BENCH_EVM_ARGS)
 	$(BIN)/python scripts/bench_solana.py $(BENCH_SOLANA_ARGS)
 	$(BIN)/python scripts/bench_sql.py $(BENCH_SQL_ARGS)
+	$(BIN)/python scripts/bench_requests.py $(BENCH_REQUESTS_ARGS)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) var .pytest_cache .ruff_cache .mypy_cache

@@ -11,6 +11,10 @@ SELECT EXISTS (
 INSERT INTO verifier.job_runs (job, slot, status, detail, instance, started_at, finished_at)
 VALUES (%(job)s, %(slot)s, %(status)s, %(detail)s, %(instance)s, %(started_at)s, %(finished_at)s)
 
+-- name: merge_request_slots
+-- Unused requests of the slots of hot tokens back to their payments (migration 014).
+SELECT verifier.merge_request_slots() AS merged
+
 -- name: cleanup
 SELECT cleanup_expired_x402_payments() AS expired
 

@@ -350,3 +350,17 @@ async def test_every_job_records_its_run(conn, database_url, job):
         run = await runner.run(job)
     assert run.status == "ok"
     assert [(j, s) for j, _, s, _, _ in runs(conn)] == [(job, "ok")]
+
+
+async def test_cleanup_gives_a_hot_tokens_slots_back_before_expiring(conn, database_url):
+    """Migration 014: the requests a hot token moved into slots come back to the payment, and a
+    payment that read 'used' with requests in slots is then expired like any verified one."""
+    pid = data.payment(conn, requests_allocated=10, requests_used=10, status="used",
+                       expires_at=data.now() - timedelta(minutes=1))
+    conn.execute("INSERT INTO verifier.request_slots VALUES (%s, 1, 4)", (pid,))
+    async with job_runner(database_url, instance="a") as runner:
+        run = await runner.run("cleanup")
+    assert (run.status, run.detail["expired"]) == ("ok", 1)
+    assert conn.execute("SELECT status, requests_used FROM x402_payments WHERE id = %s",
+                        (pid,)).fetchone() == ("expired", 6)
+    assert data.scalar(conn, "SELECT count(*) FROM verifier.request_slots") == 0

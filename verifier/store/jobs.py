@@ -60,7 +60,8 @@ async def record_run(conn: psycopg.AsyncConnection, **run: Any) -> None:
 
 
 async def cleanup(conn: psycopg.AsyncConnection, job_runs_before: datetime) -> tuple[int, int]:
-    """(payments expired, old job runs pruned)."""
+    """(payments expired, old job runs pruned). Hot tokens' slots are merged back first."""
+    await _one(conn, "merge_request_slots", {})
     expired = await _one(conn, "cleanup", {})
     async with wrapped("prune job runs"):
         cur = await conn.execute(_q()["prune_job_runs"], {"before": job_runs_before})
