@@ -54,7 +54,9 @@ class SettlerKey:
         return "0x" + bytes(signed.raw_transaction).hex(), "0x" + bytes(signed.hash).hex()
 
 
-def load_key(path: Path, variable: str) -> SettlerKey:
+def read_secret_file(path: Path, variable: str) -> str:
+    """The stripped ASCII text of a key file, refused unless it is a regular file that no group
+    or other may access (a settler or fee-payer key is money)."""
     try:
         info = path.stat()
     except OSError as exc:
@@ -65,9 +67,13 @@ def load_key(path: Path, variable: str) -> SettlerKey:
         raise ConfigError(f"{variable}: {path} is readable or writable by group or others "
                           f"(mode {stat.S_IMODE(info.st_mode):o}); chmod 600 it")
     try:
-        text = path.read_text(encoding="ascii").strip()
+        return path.read_text(encoding="ascii").strip()
     except (OSError, UnicodeDecodeError):
         raise ConfigError(f"{variable}: cannot read {path}") from None
+
+
+def load_key(path: Path, variable: str) -> SettlerKey:
+    text = read_secret_file(path, variable)
     body = text.removeprefix("0x")
     if len(body) != 64:
         raise ConfigError(f"{variable}: {path} does not hold a 32-byte hex private key")

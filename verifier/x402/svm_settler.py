@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import stat
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -45,6 +44,7 @@ from verifier.store.settlements import Entry, Settlement, SettlementStore
 
 from . import svm, wire
 from .policy import Refusal
+from .settler import read_secret_file
 
 log = structlog.get_logger("verifier.x402")
 
@@ -73,19 +73,7 @@ class FeePayerKey:
 
 def load_keypair(path: Path, variable: str) -> FeePayerKey:
     """Same file rules as the EVM settler key: a regular file no group or other can access."""
-    try:
-        info = path.stat()
-    except OSError as exc:
-        raise ConfigError(f"{variable}: cannot read {path}: {exc.strerror}") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise ConfigError(f"{variable}: {path} is not a regular file")
-    if info.st_mode & 0o077:
-        raise ConfigError(f"{variable}: {path} is readable or writable by group or others "
-                          f"(mode {stat.S_IMODE(info.st_mode):o}); chmod 600 it")
-    try:
-        text = path.read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError):
-        raise ConfigError(f"{variable}: cannot read {path}") from None
+    text = read_secret_file(path, variable)
     bad = ConfigError(f"{variable}: {path} holds neither a Solana keypair JSON array of 64 "
                       "numbers nor a base58 secret key")
     try:
