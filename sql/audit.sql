@@ -50,3 +50,7 @@ SELECT n.nspname, p.proname, p.prosecdef, p.proconfig
     OR (n.nspname = 'public'
         AND p.proname IN ('cleanup_expired_x402_payments', 'update_x402_analytics'))
  ORDER BY 1, 2
+
+-- name: retry_quarantined_now
+-- What the README tells an operator to run to retry quarantined transactions at once.
+UPDATE verifier.solana_quarantine SET next_retry_at = now()

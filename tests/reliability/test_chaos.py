@@ -1,6 +1,7 @@
 """The chaos soak, shortened for `make test`: a few hundred payments on Base and Solana through
 faulty RPCs (every fault kind at least once), a SIGKILL of the daemon (a subprocess) and its
-restart, a reorg shallower than the confirmation depth; then the audit against the chains.
+restart, a reorg shallower than the confirmation depth, an RPC switching chain, a Solana
+transaction the node refuses until it is quarantined; then the audit against the chains.
 The full soak is `make chaos` (scripts/chaos.py)."""
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ def test_short_chaos_run_loses_nothing_and_credits_nothing_twice(tmp_path):
         figures = result.figures
         assert figures["sigkills"] == 1 and figures["unexpected_exits"] == []
         assert figures["chain_switches"] == ["base to chain id 1"]  # noticed, nothing rewound
+        [quarantine] = figures["quarantines"]  # refused with -32015: put aside, then recorded
+        assert quarantine.endswith("quarantined, then recorded")
         assert figures["reorged_out"] > 0  # the reorg removed payments, and none was credited
         assert figures["payments_valid_on_chain"] > 200
         assert figures["tokens"] == figures["tokens_consumed_once"] > 0

@@ -75,6 +75,7 @@ class Plan:
     reorgs: int = 3
     reorg_depth: int = 3
     chain_switches: int = 1  # an EVM RPC serves another chain until the daemon says so
+    quarantines: int = 1  # a Solana payment the node refuses (-32015) until it is quarantined
     confirmations: int = 6
     claim_every: int = 10  # one valid payment in N is claimed
     pause: float = 1.0  # seconds between rounds
@@ -173,6 +174,7 @@ class Soak:
         self.events: Counter[str] = Counter()
         self.reorged: list[tuple[str, int]] = []  # (chain, head at the reorg)
         self.switched: list[str] = []  # "<chain> to <other chain id>", one per chain switch
+        self.quarantined: list[str] = []  # "<signature> <outcome>", one per quarantine event
         self.stop_exit_codes: list[int] = []
         self.solana: Any = None
         self.kit: Any = None
@@ -336,6 +338,8 @@ class Soak:
             put((i + 1) / (plan.reorgs + 1), "reorg")
         for i in range(plan.chain_switches):
             put(0.45 + 0.1 * i, "chain_switch")
+        for i in range(plan.quarantines):
+            put(0.25 + 0.1 * i, "quarantine")
         return at
 
     def _event(self, what: str, evm_chains: list[str]) -> None:
@@ -372,6 +376,45 @@ class Soak:
             self.say(f"  reorg of depth {self.plan.reorg_depth} on {chain} at block {head}")
         elif what == "chain_switch" and evm_chains:
             self._switch_chain(evm_chains[(self.events[what] - 1) % len(evm_chains)])
+        elif what == "quarantine" and self.solana is not None:
+            self._quarantine_one()
+
+    def _quarantine_one(self) -> None:
+        """A paying Solana transaction that the node refuses with a final error (-32015,
+        unsupported version) on every getTransaction: the daemon must quarantine it and go on;
+        then the node serves it again and a retry made due at once (as the README tells an
+        operator to do) must record it. Audited like every other payment: lost if not."""
+        from verifier.devnet.solana_server import Fault
+
+        payer = self.payers["solana"][0]
+        amount = 150_000 + 1_000 * len(self.sent) + 7
+        target: dict[str, Any] = {"signature": None, "refusing": True}
+        self.solana.inject(
+            "getTransaction", Fault.UNSUPPORTED_VERSION, times=10**6,
+            when=lambda params: target["refusing"] and bool(params)
+            and params[0] == target["signature"])
+        target["signature"] = sig = self.kit.transfer(payer, self.payee_sol.pubkey(), amount)
+        self.sent.append(_Sent("solana", sig, amount, payer))
+        seen = self._logged("solana_quarantined")
+        deadline = time.monotonic() + 30
+        while self._logged("solana_quarantined") == seen and time.monotonic() < deadline:
+            time.sleep(0.2)
+        quarantined = self._logged("solana_quarantined") > seen
+        target["refusing"] = False
+        deadline = time.monotonic() + 30
+        recorded = False
+        while quarantined and time.monotonic() < deadline and not recorded:
+            # The log line comes before the quarantine row is committed: made due again until
+            # the retry has recorded the payment.
+            self._db(audit.retry_quarantined_now)
+            rows = self._db(lambda conn: audit.rows(conn, "payments"))
+            recorded = any(c == "solana" and tx == sig for c, tx, *_ in rows)
+            if not recorded:
+                time.sleep(0.2)
+        outcome = ("quarantined, then recorded" if quarantined and recorded
+                   else "NOT QUARANTINED" if not quarantined else "quarantined, NOT recorded")
+        self.quarantined.append(f"{sig[:12]}... {outcome}")
+        self.say(f"  Solana transaction refused with -32015: {outcome}")
 
     def _switch_chain(self, chain: str) -> None:
         """The chain's proxy forwards to another chain (Ethereum for Base, when it runs; else a
@@ -645,6 +688,7 @@ class Soak:
             if not faults[fault]:
                 diffs.append(f"FAULT NEVER INJECTED: {fault.value}")
         diffs += [f"CHAIN SWITCH NOT NOTICED: {s}" for s in self.switched if "NOT" in s]
+        diffs += [f"QUARANTINE: {q}" for q in self.quarantined if "NOT" in q]
         figures = {
             "seconds": round(self._elapsed()),
             "payments_valid_on_chain": sum(1 for a in truth.values() if a >= MIN_PAYMENT),
@@ -672,6 +716,7 @@ class Soak:
             "reorgs": [f"{c}@{h} depth {self.plan.reorg_depth}" for c, h in self.reorged],
             "reorgs_of_payments_already_recorded": self.events["reorg_after_seen"],
             "chain_switches": self.switched,
+            "quarantines": self.quarantined,
             "replayed_claims": self.events["replayed_claims"],
             "logs": str(self.log_dir),
         }
