@@ -23,9 +23,9 @@ BENCH_SOLANA_ARGS ?= --payments 300 --payers 10
 BENCH_SQL_ARGS ?= --scale 0.1 --runs 100
 BENCH_REQUESTS_ARGS ?= --seconds 6 --rounds 3
 
-.PHONY: install test lint demo chaos bench clean pgbouncer
+.PHONY: install test lint demo chaos bench clean pgbouncer promtool
 
-install: $(VENV)/.installed $(TOOLS_STAMP) pgbouncer
+install: $(VENV)/.installed $(TOOLS_STAMP) pgbouncer promtool
 
 # PgBouncer (Debian package) for the pooler tests: installed with apt-get when it is missing and
 # this runs as root on a machine with apt-get; otherwise install the pgbouncer package yourself.
@@ -34,6 +34,15 @@ pgbouncer:
 	if [ "$$(id -u)" = 0 ] && command -v apt-get > /dev/null; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer > /dev/null; \
 	else echo "pgbouncer is not installed (apt-get install pgbouncer): the pooler tests need it" >&2; fi
+
+# promtool (Debian package prometheus, the only one that ships it) for tests/ops/test_alert_rules.py,
+# the same way. The tests only run promtool; on a machine with systemd the package also enables a
+# Prometheus server on :9090 (`systemctl disable --now prometheus` if that machine needs none).
+promtool:
+	@command -v promtool > /dev/null || \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get > /dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus > /dev/null; \
+	else echo "promtool is not installed (apt-get install prometheus): the alert rule tests need it" >&2; fi
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
