@@ -43,7 +43,7 @@ from . import policy as pol
 from . import svm as svm_wire
 from . import wire
 from .sdk import SdkVerifier
-from .settler import Settler
+from .settler import Settler, await_settlement
 
 if TYPE_CHECKING:
     from .svm_settler import SvmFacilitator
@@ -224,19 +224,8 @@ class Facilitator:
     async def _answer(self, chain: ChainFacilitator, settlement_id: int,
                       req: wire.FacilitatorRequest, payer: str | None) -> dict[str, Any]:
         """Waits for the settlement's outcome (up to the settle timeout), then answers."""
-        deadline = time.monotonic() + self.settle_timeout
-        while True:
-            s = await self.store.get(settlement_id)
-            if s is None or s.state in ("mined", "failed"):
-                break
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            event = chain.waiters.setdefault(settlement_id, asyncio.Event())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), timeout=min(left, self.poll_interval * 2))
-            event.clear()
-        chain.waiters.pop(settlement_id, None)
+        s = await await_settlement(self.store, settlement_id, chain.waiters,
+                                   within=self.settle_timeout, poll=self.poll_interval)
         network = req.network
         if s is None:
             return wire.settle_answer(False, network=network, payer=payer, reason=UNEXPECTED)

@@ -10,6 +10,8 @@ the stored bytes of one that has no receipt yet.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import stat
 import time
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ from eth_utils import keccak
 
 from verifier.errors import ConfigError, FinalRpcError, RpcError
 from verifier.rpc.client import RpcClient
+from verifier.store.settlements import Settlement, SettlementStore
 
 from .wire import Authorization
 
@@ -192,3 +195,26 @@ def _checksum(address: str) -> str:
     from eth_utils import to_checksum_address
 
     return to_checksum_address(address)
+
+
+async def await_settlement(store: SettlementStore, settlement_id: int,
+                           waiters: dict[int, asyncio.Event], *, within: float,
+                           poll: float) -> Settlement | None:
+    """The settlement once it is mined or failed, or as it stands after ``within`` seconds (a
+    tracker sets the settlement's event in ``waiters`` when it moves; the store is read again
+    at least every two polls in case a wake-up was missed)."""
+    deadline = time.monotonic() + within
+    try:
+        while True:
+            s = await store.get(settlement_id)
+            if s is None or s.state in ("mined", "failed"):
+                return s
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return s
+            event = waiters.setdefault(settlement_id, asyncio.Event())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), timeout=min(left, poll * 2))
+            event.clear()
+    finally:
+        waiters.pop(settlement_id, None)

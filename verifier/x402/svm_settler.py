@@ -44,7 +44,7 @@ from verifier.store.settlements import Entry, Settlement, SettlementStore
 
 from . import svm, wire
 from .policy import Refusal
-from .settler import read_secret_file
+from .settler import await_settlement, read_secret_file
 
 log = structlog.get_logger("verifier.x402")
 
@@ -271,19 +271,8 @@ class SvmFacilitator:
         self._kick.set()
 
     async def _answer(self, settlement_id: int, network: str, payer: str) -> dict[str, Any]:
-        deadline = time.monotonic() + self.settle_timeout
-        while True:
-            s = await self.store.get(settlement_id)
-            if s is None or s.state in ("mined", "failed"):
-                break
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            event = self._waiters.setdefault(settlement_id, asyncio.Event())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), timeout=min(left, self.poll_interval * 2))
-            event.clear()
-        self._waiters.pop(settlement_id, None)
+        s = await await_settlement(self.store, settlement_id, self._waiters,
+                                   within=self.settle_timeout, poll=self.poll_interval)
         if s is None:
             return wire.settle_answer(False, network=network, payer=payer, reason=UNEXPECTED)
         tx = s.tx_hash or ""
