@@ -4,7 +4,9 @@
 -- The next waiting claim, row-locked until the caller's transaction ends, with its payment if
 -- recorded. SKIP LOCKED lets many workers and daemons share the queue. A claim decided inside
 -- that transaction costs one commit. Claims whose payment is recorded come first: they are
--- decided from the database, so they never wait behind claims that need the chain.
+-- decided from the database, so they never wait behind claims that need the chain. With
+-- recorded_only, only those: what a worker takes while the on-demand lookups are at their limit
+-- (verifier/claims.py Lookups).
 SELECT c.id, c.chain, c.tx_hash, c.token_hash, c.proof, c.attempts, now() - c.created_at,
        p.id, p.status, p.from_address, p.amount_usdc,
        EXISTS (SELECT 1 FROM x402_tokens t WHERE t.payment_id = p.id) AS claimed,
@@ -16,29 +18,12 @@ SELECT c.id, c.chain, c.tx_hash, c.token_hash, c.proof, c.attempts, now() - c.cr
          WHERE w.status = 'waiting'
            AND w.next_attempt_at <= now()
            AND (w.lease_until IS NULL OR w.lease_until < now())
+           AND (NOT %(recorded_only)s OR EXISTS (SELECT 1 FROM x402_payments r
+                                                  WHERE r.tx_hash = w.tx_hash
+                                                    AND r.chain = w.chain))
          ORDER BY EXISTS (SELECT 1 FROM x402_payments r
                            WHERE r.tx_hash = w.tx_hash AND r.chain = w.chain) DESC,
                   w.next_attempt_at, w.id
-         LIMIT 1
-           FOR UPDATE SKIP LOCKED)
-
--- name: lock_recorded_claim
--- As lock_claim, but only a claim whose payment is recorded: what a worker takes while the
--- on-demand lookups are at their limit (verifier/claims.py Lookups).
-SELECT c.id, c.chain, c.tx_hash, c.token_hash, c.proof, c.attempts, now() - c.created_at,
-       p.id, p.status, p.from_address, p.amount_usdc,
-       EXISTS (SELECT 1 FROM x402_tokens t WHERE t.payment_id = p.id) AS claimed,
-       p.expires_at <= now() AS lapsed
-  FROM verifier.claims c
-  LEFT JOIN x402_payments p ON p.tx_hash = c.tx_hash AND p.chain = c.chain
- WHERE c.id = (
-        SELECT w.id FROM verifier.claims w
-         WHERE w.status = 'waiting'
-           AND w.next_attempt_at <= now()
-           AND (w.lease_until IS NULL OR w.lease_until < now())
-           AND EXISTS (SELECT 1 FROM x402_payments r
-                        WHERE r.tx_hash = w.tx_hash AND r.chain = w.chain)
-         ORDER BY w.next_attempt_at, w.id
          LIMIT 1
            FOR UPDATE SKIP LOCKED)
 

@@ -124,7 +124,8 @@ async def _settler(chain: config_mod.ChainConfig, database_url: str | None) -> C
         return Check(name, False, f"{key.address}: cannot read balance/nonce: {exc}")
     finally:
         await rpc.close()
-    ledger_next = settlements.settler_next_nonce(database_url, chain.name, key.address) \
+    ledger_next = await asyncio.to_thread(
+        settlements.settler_next_nonce, database_url, chain.name, key.address) \
         if database_url else None
     low = balance < chain.settler_min_balance_wei
     detail = (f"{key.address}: balance {balance / 10**18:.6f} ETH"

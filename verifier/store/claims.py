@@ -50,8 +50,8 @@ class ClaimSession:
     async def lock_next(self, *, recorded_only: bool = False) -> Claim | None:
         """The next due claim, those whose payment is recorded first; with ``recorded_only``,
         only those."""
-        query = self.q["lock_recorded_claim" if recorded_only else "lock_claim"]
-        row = await (await self.conn.execute(query)).fetchone()
+        row = await (await self.conn.execute(self.q["lock_claim"],
+                                             {"recorded_only": recorded_only})).fetchone()
         if row is None:
             return None
         cid, chain, tx_hash, token_hash, proof, attempts, age = row[:7]
