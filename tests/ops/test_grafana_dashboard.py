@@ -136,9 +136,15 @@ def test_the_relations_parser_sees_what_a_panel_would_read():
 
 
 def test_every_panel_runs_as_a_readonly_login(database_url, readonly_url):
-    end = datetime.now(UTC).replace(minute=30, second=0, microsecond=0)
-    start = end - timedelta(days=7)
-    two_hours_ago, last_hour = end - timedelta(hours=2), end - timedelta(hours=1)
+    # The data sits at half past the hour (the latest such time not after now); the dashboard's
+    # range ends just after now, so rows stamped now (created_at) are inside it at any minute.
+    now = datetime.now(UTC)
+    anchor = now.replace(minute=30, second=0, microsecond=0)
+    if anchor > now:
+        anchor -= timedelta(hours=1)
+    end = now + timedelta(minutes=1)
+    start = anchor - timedelta(days=7)
+    two_hours_ago, last_hour = anchor - timedelta(hours=2), anchor - timedelta(hours=1)
     with psycopg.connect(database_url, autocommit=True) as conn:
         data.payment(conn, chain="base", verified_at=two_hours_ago, amount_units=1_500_000,
                      requests_allocated=100, requests_used=40)
